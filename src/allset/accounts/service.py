@@ -1,0 +1,447 @@
+"""The accounts façade: Clients, users, operators, credentials and authentication."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.orm import Session
+
+from allset.accounts.hashing import DUMMY_HASH, hash_secret, verify_secret
+from allset.accounts.throttle import LoginThrottle
+from allset.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    Suspended,
+    TooManyAttempts,
+    Unauthenticated,
+)
+from allset.core.ids import new_id, new_secret
+from allset.core.principal import Principal
+from allset.db.engine import Database
+from allset.db.models import Credential, Event, Node, Operator, Tenant, User, utcnow
+
+ROLES = ("owner", "admin", "member")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+APP_PREFIX = "ap-"
+SESSION_PREFIX = "ss-"
+ID_LEN = 22
+
+
+def tenant_view(t: Tenant) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "company": t.company,
+        "postal_address": t.postal_address,
+        "contact_name": t.contact_name,
+        "contact_email": t.contact_email,
+        "phones": list(t.phones or []),
+        "quota_bytes": t.quota_bytes,
+        "used_bytes": t.used_bytes,
+        "bandwidth_up": t.bandwidth_up,
+        "bandwidth_down": t.bandwidth_down,
+        "status": t.status,
+        "status_reason": t.status_reason,
+        "created_at": t.created_at.isoformat(),
+    }
+
+
+def check_email(email: str) -> str:
+    email = email.strip()
+    if not _EMAIL.match(email) or len(email) > 320:
+        raise InvalidInput(f"{email!r} is not an email address.")
+    return email
+
+
+class Accounts:
+    def __init__(self, db: Database, throttle: LoginThrottle, session_lifetime: int) -> None:
+        self.db = db
+        self.throttle = throttle
+        self.session_lifetime = session_lifetime
+        self._touched: dict[str, float] = {}
+
+    # ---- Clients -------------------------------------------------------------------
+    def create_tenant(
+        self,
+        name: str,
+        quota: int,
+        bandwidth: int,
+        contact_email: str = "",
+        company: str = "",
+        contact_name: str = "",
+        postal_address: str = "",
+        phones: list[str] | None = None,
+        actor: str = "operator",
+    ) -> dict[str, Any]:
+        if not _TENANT_NAME.match(name):
+            raise InvalidInput(
+                f"Client name {name!r} must be 1-100 lowercase letters, digits, '.', '_' or '-'."
+            )
+        if contact_email:
+            check_email(contact_email)
+        if quota < 0 or bandwidth <= 0:
+            raise InvalidInput("Quota must be >= 0 and bandwidth > 0.")
+        tenant = Tenant(
+            id=new_id(),
+            name=name,
+            company=company,
+            contact_name=contact_name,
+            contact_email=contact_email,
+            postal_address=postal_address,
+            phones=phones or [],
+            quota_bytes=quota,
+            used_bytes=0,
+            bandwidth_up=bandwidth,
+            bandwidth_down=bandwidth,
+            status="active",
+        )
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Tenant.id).where(Tenant.name == name)):
+                    raise AlreadyExists(f"A Client named {name!r} already exists.")
+                s.add(tenant)
+                s.flush()
+                s.add(Node(id=new_id(), tenant_id=tenant.id, parent_id=None, name="", kind="dir"))
+                s.add(Event(tenant_id=tenant.id, actor=actor, kind="tenant.create", detail={}))
+        except DBIntegrityError as exc:
+            raise AlreadyExists(f"A Client named {name!r} already exists.") from exc
+        return tenant_view(tenant)
+
+    def _tenant(self, s: Session, name: str) -> Tenant:
+        t = s.scalar(select(Tenant).where(Tenant.name == name))
+        if t is None:
+            raise NotFound(f"No Client named {name!r}; `allset-server tenant list` shows them.")
+        return t
+
+    def get_tenant(self, name: str) -> dict[str, Any]:
+        with self.db.read() as s:
+            t = self._tenant(s, name)
+            view = tenant_view(t)
+            view["users"] = s.scalar(select(func.count()).where(User.tenant_id == t.id))
+            return view
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            return [tenant_view(t) for t in s.scalars(select(Tenant).order_by(Tenant.name))]
+
+    def set_bandwidth(self, name: str, up: int, down: int, actor: str) -> dict[str, Any]:
+        if up <= 0 or down <= 0:
+            raise InvalidInput("Bandwidth must be greater than 0.")
+        with self.db.write() as s:
+            t = self._tenant(s, name)
+            t.bandwidth_up, t.bandwidth_down = up, down
+            s.add(
+                Event(tenant_id=t.id, actor=actor, kind="tenant.limit", detail={"up": up, "down": down})
+            )
+            return tenant_view(t)
+
+    def set_quota(self, name: str, quota: int, actor: str) -> dict[str, Any]:
+        if quota < 0:
+            raise InvalidInput("Quota must be >= 0.")
+        with self.db.write() as s:
+            t = self._tenant(s, name)
+            t.quota_bytes = quota
+            s.add(Event(tenant_id=t.id, actor=actor, kind="tenant.quota", detail={"quota": quota}))
+            return tenant_view(t)
+
+    def set_status(self, name: str, status: str, reason: str, actor: str) -> dict[str, Any]:
+        """R-OPS-1: suspension keeps every byte; it only stops access."""
+        if status == "suspended" and not reason.strip():
+            raise InvalidInput("A suspension needs a reason (--reason); it is recorded.")
+        with self.db.write() as s:
+            t = self._tenant(s, name)
+            t.status, t.status_reason = status, reason
+            s.add(
+                Event(
+                    tenant_id=t.id,
+                    actor=actor,
+                    kind=f"tenant.{'suspend' if status == 'suspended' else 'resume'}",
+                    detail={"reason": reason},
+                )
+            )
+            return tenant_view(t)
+
+    # ---- users ---------------------------------------------------------------------
+    def create_user(
+        self, tenant_name: str, email: str, role: str, password: str | None, actor: str
+    ) -> dict[str, Any]:
+        email = check_email(email)
+        if role not in ROLES:
+            raise InvalidInput(f"Role must be one of {', '.join(ROLES)}.")
+        if password is not None and len(password) < 10:
+            raise InvalidInput("A password needs at least 10 characters.")
+        with self.db.write() as s:
+            t = self._tenant(s, tenant_name)
+            if s.scalar(select(User.id).where(func.lower(User.email) == email.lower())):
+                raise AlreadyExists(f"A user with email {email!r} already exists.")
+            user = User(
+                id=new_id(),
+                tenant_id=t.id,
+                email=email,
+                role=role,
+                password_hash=hash_secret(password) if password else None,
+                credentials_epoch=0,
+            )
+            s.add(user)
+            s.add(Event(tenant_id=t.id, actor=actor, kind="user.create", detail={"email": email}))
+            return {"id": user.id, "email": email, "role": role, "tenant": t.name}
+
+    def report_lost_password(self, email: str, actor: str) -> None:
+        """R-SEC-2: every session and app password of the account stops working at once."""
+        with self.db.write() as s:
+            user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
+            if user is None:
+                raise NotFound(f"No user with email {email!r}.")
+            user.credentials_epoch += 1
+            user.password_hash = None
+            s.execute(
+                update(Credential)
+                .where(Credential.user_id == user.id, Credential.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            s.add(Event(tenant_id=user.tenant_id, actor=actor, kind="user.lost-password"))
+
+    def set_password(self, user_id: str, password: str) -> None:
+        if len(password) < 10:
+            raise InvalidInput("A password needs at least 10 characters.")
+        with self.db.write() as s:
+            user = s.get(User, user_id)
+            if user is None:
+                raise NotFound("No such user.")
+            user.password_hash = hash_secret(password)
+
+    # ---- operators -----------------------------------------------------------------
+    def ensure_operator(self, email: str = "operator@localhost") -> str | None:
+        """Create the first operator; returns its one-time password, or None if one exists."""
+        with self.db.write() as s:
+            if s.scalar(select(func.count()).select_from(Operator)):
+                return None
+            password = new_secret(18)
+            s.add(
+                Operator(
+                    id=new_id(),
+                    email=email,
+                    password_hash=hash_secret(password),
+                    must_change_password=True,
+                    credentials_epoch=0,
+                )
+            )
+            s.add(Event(tenant_id=None, actor="init", kind="operator.create", detail={"email": email}))
+            return password
+
+    # ---- credentials ---------------------------------------------------------------
+    def _user_by_email(self, s: Session, email: str) -> User:
+        user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
+        if user is None:
+            raise NotFound(f"No user with email {email!r}.")
+        return user
+
+    def create_app_password(self, email: str, name: str, actor: str) -> dict[str, Any]:
+        with self.db.write() as s:
+            user = self._user_by_email(s, email)
+            return self._issue(s, user, "app_password", name or "app password", None, actor)
+
+    def issue_for(self, principal: Principal, kind: str, name: str) -> dict[str, Any]:
+        with self.db.write() as s:
+            if principal.is_operator:
+                op = s.get(Operator, principal.id)
+                if op is None:
+                    raise Unauthenticated("Unknown operator.")
+                return self._issue_operator(s, op, name)
+            user = s.get(User, principal.id)
+            if user is None:
+                raise Unauthenticated("Unknown user.")
+            expires = (
+                utcnow() + timedelta(seconds=self.session_lifetime) if kind == "session" else None
+            )
+            return self._issue(s, user, kind, name, expires, principal.email)
+
+    def _issue(
+        self, s: Session, user: User, kind: str, name: str, expires: datetime | None, actor: str
+    ) -> dict[str, Any]:
+        cid, secret = new_id(), new_secret(24)
+        prefix = APP_PREFIX if kind == "app_password" else SESSION_PREFIX
+        s.add(
+            Credential(
+                id=cid,
+                kind=kind,
+                user_id=user.id,
+                tenant_id=user.tenant_id,
+                name=name[:200],
+                secret_hash=hash_secret(secret),
+                epoch=user.credentials_epoch,
+                expires_at=expires,
+            )
+        )
+        if kind == "app_password":
+            s.add(
+                Event(tenant_id=user.tenant_id, actor=actor, kind="token.create", detail={"name": name})
+            )
+        return {
+            "id": cid,
+            "name": name,
+            "kind": kind,
+            "password": prefix + cid + secret,
+            "expires": expires.isoformat() if expires else None,
+        }
+
+    def _issue_operator(self, s: Session, op: Operator, name: str) -> dict[str, Any]:
+        cid, secret = new_id(), new_secret(24)
+        expires = utcnow() + timedelta(seconds=self.session_lifetime)
+        s.add(
+            Credential(
+                id=cid,
+                kind="session",
+                operator_id=op.id,
+                name=name,
+                secret_hash=hash_secret(secret),
+                epoch=op.credentials_epoch,
+                expires_at=expires,
+            )
+        )
+        return {
+            "id": cid,
+            "name": name,
+            "kind": "session",
+            "password": SESSION_PREFIX + cid + secret,
+            "expires": expires.isoformat(),
+        }
+
+    def list_credentials(self, principal: Principal) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Credential)
+                .where(Credential.user_id == principal.id, Credential.revoked_at.is_(None))
+                .order_by(Credential.created_at)
+            )
+            return [
+                {
+                    "id": c.id,
+                    "kind": c.kind,
+                    "name": c.name,
+                    "created_at": c.created_at.isoformat(),
+                    "expires_at": c.expires_at.isoformat() if c.expires_at else None,
+                    "last_used_at": c.last_used_at.isoformat() if c.last_used_at else None,
+                    "last_used_ip": c.last_used_ip,
+                    "current": c.id == principal.credential_id,
+                }
+                for c in rows
+            ]
+
+    def revoke_credential(self, principal: Principal, credential_id: str) -> None:
+        """Another user's credential id answers 404, like anything not one's own."""
+        with self.db.write() as s:
+            c = s.get(Credential, credential_id)
+            owner = c and (c.operator_id if principal.is_operator else c.user_id)
+            if c is None or owner != principal.id or c.revoked_at is not None:
+                raise NotFound("No such session or app password.")
+            c.revoked_at = utcnow()
+
+    # ---- authentication ------------------------------------------------------------
+    def _guard(self, account: str, ip: str) -> None:
+        wait = self.throttle.retry_after(account, ip)
+        if wait:
+            raise TooManyAttempts(
+                f"Too many failed sign-ins; try again in {wait} s.", retry_after=wait
+            )
+
+    def login_password(self, email: str, password: str, ip: str) -> Principal:
+        """Account password sign-in, for users and operators; throttled per account+IP."""
+        self._guard(email, ip)
+        with self.db.read() as s:
+            user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
+            op = None
+            if user is None:
+                op = s.scalar(select(Operator).where(func.lower(Operator.email) == email.lower()))
+            stored = (user.password_hash if user else op.password_hash if op else None) or ""
+            ok = verify_secret(stored or DUMMY_HASH, password) and bool(stored)
+            if not ok or (user is not None and user.disabled):
+                self.throttle.failure(email, ip)
+                raise Unauthenticated("Wrong email or password.")
+            self.throttle.success(email, ip)
+            if op is not None:
+                return Principal("operator", op.id, op.email, "", "operator")
+            assert user is not None
+            tenant = s.get(Tenant, user.tenant_id)
+            self._check_tenant(tenant)
+            return Principal("user", user.id, user.email, user.tenant_id, user.role)
+
+    def _check_tenant(self, tenant: Tenant | None) -> None:
+        if tenant is None:
+            raise Unauthenticated("Wrong email or password.")
+        if tenant.status != "active":
+            raise Suspended(
+                "This Client's service is suspended; contact the operator.",
+                reason=tenant.status_reason,
+            )
+
+    def authenticate_basic(self, username: str, password: str, ip: str) -> Principal:
+        """HTTP Basic: the account password or one of the account's app passwords."""
+        if password.startswith(APP_PREFIX) and len(password) > len(APP_PREFIX) + ID_LEN:
+            self._guard(username, ip)
+            try:
+                p = self.authenticate_token(password, ip, throttle=False)
+            except Unauthenticated:
+                self.throttle.failure(username, ip)
+                raise
+            if p.email.lower() != username.lower():
+                self.throttle.failure(username, ip)
+                raise Unauthenticated("Wrong email or password.")
+            return p
+        return self.login_password(username, password, ip)
+
+    def authenticate_token(self, token: str, ip: str, throttle: bool = True) -> Principal:
+        """Bearer: a session token or an app password; checked against revocation each time."""
+        if throttle:
+            self._guard("", ip)
+        prefix, cid, secret = token[:3], token[3 : 3 + ID_LEN], token[3 + ID_LEN :]
+        if prefix not in (APP_PREFIX, SESSION_PREFIX) or not secret:
+            if throttle:
+                self.throttle.failure("", ip)
+            raise Unauthenticated("Invalid token.")
+        with self.db.read() as s:
+            c = s.get(Credential, cid)
+            valid = (
+                c is not None
+                and c.revoked_at is None
+                and (c.expires_at is None or c.expires_at > utcnow())
+                and (prefix == APP_PREFIX) == (c.kind == "app_password")
+            )
+            if not valid or c is None or not verify_secret(c.secret_hash, secret):
+                if throttle:
+                    self.throttle.failure("", ip)
+                raise Unauthenticated("Invalid or revoked token.")
+            if c.operator_id:
+                op = s.get(Operator, c.operator_id)
+                if op is None or op.credentials_epoch != c.epoch:
+                    raise Unauthenticated("Invalid or revoked token.")
+                principal = Principal("operator", op.id, op.email, "", "operator", c.id)
+            else:
+                user = s.get(User, c.user_id)
+                if user is None or user.disabled or user.credentials_epoch != c.epoch:
+                    raise Unauthenticated("Invalid or revoked token.")
+                self._check_tenant(s.get(Tenant, user.tenant_id))
+                principal = Principal("user", user.id, user.email, user.tenant_id, user.role, c.id)
+        self._touch(c.id, ip)
+        return principal
+
+    def _touch(self, cid: str, ip: str) -> None:
+        """Record last use at most every five minutes: a DB write per request would cost
+        more than the request itself."""
+        now = time.monotonic()
+        if now - self._touched.get(cid, -1e9) < 300:
+            return
+        self._touched[cid] = now
+        with self.db.write() as s:
+            s.execute(
+                update(Credential)
+                .where(Credential.id == cid)
+                .values(last_used_at=utcnow(), last_used_ip=ip[:64])
+            )

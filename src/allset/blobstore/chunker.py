@@ -1,0 +1,68 @@
+"""Content-defined chunking of a stream in constant memory (FastCDC).
+
+Content-defined cut points depend on the bytes, not on offsets, so inserting 10 bytes
+near the start of a file changes one or two chunks instead of all of them: later
+uploads (and the sync client, which must chunk identically) send only what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastcdc import fastcdc
+
+MIN_SIZE = 256 * 1024
+AVG_SIZE = 1024 * 1024
+MAX_SIZE = 4 * 1024 * 1024
+
+
+class StreamChunker:
+    """Feed bytes in any pieces; get back the same chunks as chunking the whole at once.
+
+    Every chunk but the last one found in the buffer ends at a true cut point (found by
+    the rolling hash or forced at MAX_SIZE with the data present), so it can be emitted;
+    the last may only be cut because the buffer ended, so it waits for more data.
+    """
+
+    def __init__(
+        self, min_size: int = MIN_SIZE, avg_size: int = AVG_SIZE, max_size: int = MAX_SIZE
+    ) -> None:
+        self.min_size, self.avg_size, self.max_size = min_size, avg_size, max_size
+        self._buf = bytearray()
+
+    def _cut(self, data: bytes | bytearray) -> list[tuple[int, int]]:
+        return [
+            (c.offset, c.length)
+            for c in fastcdc(
+                bytes(data),
+                min_size=self.min_size,
+                avg_size=self.avg_size,
+                max_size=self.max_size,
+                fat=False,
+                hf=None,
+            )
+        ]
+
+    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
+        self._buf += data
+        # Scanning only when two maximal chunks are buffered bounds memory and the rescans.
+        if len(self._buf) < 2 * self.max_size:
+            return
+        cuts = self._cut(self._buf)
+        end = 0
+        for offset, length in cuts[:-1]:
+            yield bytes(self._buf[offset : offset + length])
+            end = offset + length
+        del self._buf[:end]
+
+    def finish(self) -> Iterator[bytes]:
+        if self._buf:
+            for offset, length in self._cut(self._buf):
+                yield bytes(self._buf[offset : offset + length])
+        self._buf = bytearray()
+
+
+def chunk_bytes(data: bytes) -> list[bytes]:
+    """Chunk a whole buffer (tests, the client for small files)."""
+    c = StreamChunker()
+    return [*c.feed(data), *c.finish()]

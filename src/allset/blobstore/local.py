@@ -1,0 +1,137 @@
+"""A Backend on a local directory (one replica volume).
+
+Layout: ``ROOT/chunks/<tenant>/<hh>/<sha256>`` plus ``ROOT/tmp/`` for writes in
+progress, on the same file system so that the final rename is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from allset.blobstore.backend import ObjectMissing
+from allset.core.ids import new_secret
+
+_BOOT = new_secret(6)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalBackend:
+    """One volume. Thread-safe: the only shared state is the set of known directories."""
+
+    def __init__(self, root: Path, name: str, location: str = "FR") -> None:
+        self.root = root
+        self.name = name
+        self.location = location
+        self._chunks = root / "chunks"
+        self._tmp = root / "tmp"
+        for d in (root, self._chunks, self._tmp):
+            d.mkdir(parents=True, exist_ok=True)
+        self._known_dirs: set[Path] = set()
+        self._dir_lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        tenant, _, digest = key.partition("/")
+        if not tenant or len(digest) < 3 or "/" in digest or tenant in (".", ".."):
+            raise ValueError(f"malformed object key {key!r}")
+        return self._chunks / tenant / digest[:2] / digest
+
+    def _ensure_dir(self, d: Path) -> None:
+        """Create a fan-out directory durably: the new entry must survive a crash too."""
+        if d in self._known_dirs:
+            return
+        with self._dir_lock:
+            if d in self._known_dirs:
+                return
+            missing: list[Path] = []
+            p = d
+            while not p.exists():
+                missing.append(p)
+                p = p.parent
+            for m in reversed(missing):
+                with contextlib.suppress(FileExistsError):
+                    m.mkdir()
+                # The parent's directory entry for m is only durable once the parent is synced.
+                _fsync_dir(m.parent)
+            self._known_dirs.add(d)
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        final = self._path(key)
+        self._ensure_dir(final.parent)
+        tmp = self._tmp / f"{_BOOT}-{new_secret(9)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            # Data must be on disk before the rename publishes it, or a crash could
+            # leave a complete-looking name over incomplete content.
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        # The rename itself is only durable once the containing directory is synced.
+        _fsync_dir(final.parent)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+    def keys(self) -> Iterator[str]:
+        for tenant_dir in self._chunks.iterdir():
+            if not tenant_dir.is_dir():
+                continue
+            for fan in tenant_dir.iterdir():
+                if not fan.is_dir():
+                    continue
+                for obj in fan.iterdir():
+                    yield f"{tenant_dir.name}/{obj.name}"
+
+    def age_seconds(self, key: str) -> float:
+        try:
+            return time.time() - self._path(key).stat().st_mtime
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+
+    def cleanup_temporary(self) -> int:
+        """Temp files of earlier boots are abandoned writes: no one will rename them."""
+        removed = 0
+        for tmp in self._tmp.iterdir():
+            if not tmp.name.startswith(_BOOT + "-"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.name!r}, {str(self.root)!r})"

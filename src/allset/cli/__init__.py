@@ -1,0 +1,1 @@
+"""Command lines: ``allset-server`` (operator) and ``allset`` (the Client's Software)."""

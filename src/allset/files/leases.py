@@ -1,0 +1,78 @@
+"""In-process coordination between uploads and chunk collection.
+
+A chunk an upload has written (or matched) but not yet committed is referenced by
+nothing in the database, so the collector must be told not to delete it. Each upload
+holds a *lease* on every chunk it uses until it commits or aborts; the collector and the
+uploads take the same striped lock around "check, then write or delete", so the check
+cannot go stale between the two steps.
+
+The server is one process (uvicorn, one worker, threads for blocking I/O). Several
+nodes would replace this with PostgreSQL advisory locks behind the same methods.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_STRIPES = 1024
+
+
+class ChunkLeases:
+    def __init__(self) -> None:
+        self._locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._durable: set[tuple[str, str]] = set()
+        self._meta = threading.Lock()
+        self.inflight_bytes: Counter[str] = Counter()
+
+    @contextmanager
+    def locked(self, tenant_id: str, digest: str) -> Iterator[None]:
+        lock = self._locks[zlib.crc32(digest.encode()) % _STRIPES]
+        with lock:
+            yield
+
+    def take(self, tenant_id: str, digest: str) -> None:
+        with self._meta:
+            self._counts[(tenant_id, digest)] += 1
+
+    def drop(self, tenant_id: str, digest: str) -> int:
+        """Release one lease; returns how many remain."""
+        with self._meta:
+            key = (tenant_id, digest)
+            self._counts[key] -= 1
+            left = self._counts[key]
+            if left <= 0:
+                del self._counts[key]
+                self._durable.discard(key)
+            return max(left, 0)
+
+    def held(self, tenant_id: str, digest: str) -> bool:
+        with self._meta:
+            return self._counts.get((tenant_id, digest), 0) > 0
+
+    def mark_durable(self, tenant_id: str, digest: str) -> None:
+        """The chunk is on every replica; other uploads in flight may reuse it."""
+        with self._meta:
+            self._durable.add((tenant_id, digest))
+
+    def is_durable(self, tenant_id: str, digest: str) -> bool:
+        with self._meta:
+            return (tenant_id, digest) in self._durable
+
+    def reserve(self, tenant_id: str, nbytes: int) -> None:
+        with self._meta:
+            self.inflight_bytes[tenant_id] += nbytes
+
+    def unreserve(self, tenant_id: str, nbytes: int) -> None:
+        with self._meta:
+            self.inflight_bytes[tenant_id] -= nbytes
+            if self.inflight_bytes[tenant_id] <= 0:
+                del self.inflight_bytes[tenant_id]
+
+    def inflight(self, tenant_id: str) -> int:
+        with self._meta:
+            return self.inflight_bytes.get(tenant_id, 0)

@@ -1,0 +1,135 @@
+"""Housekeeping that keeps promises: retention purge, chunk collection, scrub.
+
+Collection never deletes what it cannot prove unused: a chunk goes only when no version
+references it, no upload holds a lease on it, and (for files found on disk without a
+database row) it is older than the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+
+from allset.blobstore.backend import split_key
+from allset.blobstore.replicated import ScrubReport
+from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.files.service import FileService
+
+log = logging.getLogger("allset.maintenance")
+
+
+@dataclass
+class MaintenanceReport:
+    trashed_purged: int = 0
+    versions_purged: int = 0
+    chunks_freed: int = 0
+    bytes_freed: int = 0
+    orphan_files: int = 0
+    temp_files: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def purge_expired(svc: FileService, now: datetime | None = None) -> MaintenanceReport:
+    """Trash and superseded versions older than the retention period are destroyed."""
+    now = now or utcnow()
+    cutoff = now - svc.retention
+    report = MaintenanceReport()
+    with svc.db.write() as s:
+        for node in list(s.scalars(select(Node).where(Node.trashed_at.is_not(None), Node.trashed_at < cutoff).limit(10_000))):
+            report.trashed_purged += svc._destroy_subtree(s, node.tenant_id, node.id)
+        old = list(s.scalars(select(Version.id).where(Version.superseded_at.is_not(None), Version.superseded_at < cutoff).limit(50_000)))
+        for i in range(0, len(old), 500):
+            batch = old[i : i + 500]
+            s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(batch)))
+            s.execute(delete(Version).where(Version.id.in_(batch)))
+        report.versions_purged = len(old)
+        if report.trashed_purged or report.versions_purged:
+            s.add(Event(tenant_id=None, actor="retention", kind="retention.purge", detail={"nodes": report.trashed_purged, "versions": report.versions_purged}))
+    return report
+
+
+def collect_chunks(svc: FileService, report: MaintenanceReport | None = None) -> MaintenanceReport:
+    """Free chunks that no version references any more, and give their bytes back to the quota."""
+    report = report or MaintenanceReport()
+    with svc.db.read() as s:
+        candidates = list(
+            s.execute(
+                select(Chunk.tenant_id, Chunk.hash, Chunk.size).where(
+                    ~exists().where(VersionChunk.tenant_id == Chunk.tenant_id, VersionChunk.hash == Chunk.hash)
+                ).limit(100_000)
+            )
+        )
+    for tenant_id, digest, size in candidates:
+        with svc.leases.locked(tenant_id, digest):
+            if svc.leases.held(tenant_id, digest):
+                continue
+            with svc.db.write() as s:
+                row = s.scalar(
+                    select(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.hash == digest).with_for_update()
+                )
+                if row is None:
+                    continue
+                referenced = s.scalar(
+                    select(exists().where(VersionChunk.tenant_id == tenant_id, VersionChunk.hash == digest))
+                )
+                if referenced:
+                    continue
+                s.delete(row)
+                s.execute(update(Tenant).where(Tenant.id == tenant_id).values(used_bytes=Tenant.used_bytes - size))
+            # The row is gone (committed) before the bytes: a crash in between leaves an
+            # orphan file, never a row pointing at nothing.
+            svc.store.delete(tenant_id, digest)
+            report.chunks_freed += 1
+            report.bytes_freed += size
+    return report
+
+
+def collect_orphans(svc: FileService, grace_seconds: float, report: MaintenanceReport | None = None) -> MaintenanceReport:
+    """Files on the volumes with no chunk row: writes that never committed (crash)."""
+    report = report or MaintenanceReport()
+    report.temp_files += svc.store.cleanup_temporary()
+    for key in list(svc.store.keys()):
+        tenant_id, digest = split_key(key)
+        with svc.leases.locked(tenant_id, digest):
+            if svc.leases.held(tenant_id, digest):
+                continue
+            with svc.db.read() as s:
+                if s.get(Chunk, (tenant_id, digest)) is not None:
+                    continue
+            if svc.store.age_seconds(key) < grace_seconds:
+                continue
+            svc.store.delete_key(key)
+            report.orphan_files += 1
+    if report.orphan_files or report.temp_files:
+        log.info("reclaimed %d orphan chunk files and %d temp files", report.orphan_files, report.temp_files)
+    return report
+
+
+def run_all(svc: FileService, grace_seconds: float) -> MaintenanceReport:
+    report = purge_expired(svc)
+    collect_chunks(svc, report)
+    collect_orphans(svc, grace_seconds, report)
+    return report
+
+
+def scrub(svc: FileService, repair: bool) -> ScrubReport:
+    """Verify every copy of every chunk the database knows (R-STORE-4)."""
+    def expected() -> Any:
+        last = ("", "")
+        while True:
+            with svc.db.read() as s:
+                rows = list(s.execute(
+                    select(Chunk.tenant_id, Chunk.hash)
+                    .where((Chunk.tenant_id > last[0]) | ((Chunk.tenant_id == last[0]) & (Chunk.hash > last[1])))
+                    .order_by(Chunk.tenant_id, Chunk.hash).limit(1000)
+                ))
+            if not rows:
+                return
+            for r in rows:
+                yield (r[0], r[1])
+            last = (rows[-1][0], rows[-1][1])
+    return svc.store.scrub(expected(), repair)

@@ -1,0 +1,530 @@
+"""FileService: the façade over the tree, versions, trash and chunk store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from allset.blobstore.replicated import ReplicatedStore
+from allset.core.errors import (
+    AlreadyExists,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
+from allset.core.ids import new_id
+from allset.core.principal import Principal
+from allset.core.paths import ROOT, RemotePath, parse_path
+from allset.db.engine import Database
+from allset.db.models import Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.files.entries import ChunkRef, Entry, Readable
+from allset.files.leases import ChunkLeases
+
+log = logging.getLogger("allset.files")
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    used: int
+    quota: int
+    inflight: int
+
+
+def _entry(node: Node, path: RemotePath) -> Entry:
+    return Entry(
+        id=node.id,
+        name=node.name,
+        path=str(path),
+        kind=node.kind,
+        size=node.size if node.kind == "file" else 0,
+        sha256=node.sha256,
+        mtime=node.mtime,
+        created_at=node.created_at,
+        version=node.version_id or "",
+    )
+
+
+def check_etag(entry_etag: str | None, if_match: str | None, if_none_match: str | None) -> None:
+    """RFC 9110 preconditions for writes; ``entry_etag`` is None when nothing exists."""
+    if if_match is not None:
+        tags = [t.strip() for t in if_match.split(",")]
+        if entry_etag is None or ("*" not in tags and entry_etag not in tags):
+            raise PreconditionFailed(
+                "The file changed since you read it (If-Match does not match)."
+                if entry_etag
+                else "There is no file at this path (If-Match given).",
+                current_etag=entry_etag,
+            )
+    if if_none_match is not None and entry_etag is not None:
+        tags = [t.strip() for t in if_none_match.split(",")]
+        if "*" in tags or entry_etag in tags:
+            raise PreconditionFailed(
+                "A file already exists at this path (If-None-Match).", current_etag=entry_etag
+            )
+
+
+class FileService:
+    def __init__(
+        self, db: Database, store: ReplicatedStore, leases: ChunkLeases, retention_days: int
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.leases = leases
+        self.retention = timedelta(days=retention_days)
+        self._roots: dict[str, str] = {}
+
+    # ---- tree walking --------------------------------------------------------------
+    def _root(self, s: Session, tenant_id: str) -> Node:
+        root_id = self._roots.get(tenant_id)
+        node = s.get(Node, root_id) if root_id else None
+        if node is None:
+            node = s.scalar(
+                select(Node).where(Node.tenant_id == tenant_id, Node.parent_id.is_(None))
+            )
+            if node is None:  # a Client always has a root; missing means "not yours"
+                raise NotFound("Not found.")
+            self._roots[tenant_id] = node.id
+        return node
+
+    def _child(self, s: Session, tenant_id: str, parent_id: str, name: str) -> Node | None:
+        return s.scalar(
+            select(Node).where(
+                Node.tenant_id == tenant_id,
+                Node.parent_id == parent_id,
+                Node.name == name,
+                Node.trashed_at.is_(None),
+            )
+        )
+
+    def _resolve(self, s: Session, tenant_id: str, path: RemotePath) -> Node | None:
+        node = self._root(s, tenant_id)
+        for part in path.parts:
+            if node.kind != "dir":
+                return None
+            child = self._child(s, tenant_id, node.id, part)
+            if child is None:
+                return None
+            node = child
+        return node
+
+    def _need(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
+        node = self._resolve(s, tenant_id, path)
+        if node is None:
+            raise NotFound(f"Nothing at {path}.")
+        return node
+
+    def _need_dir(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
+        node = self._resolve(s, tenant_id, path)
+        if node is None:
+            raise Conflict(f"The folder {path} does not exist; create it first.", missing=str(path))
+        if node.kind != "dir":
+            raise Conflict(f"{path} is a file, not a folder.")
+        return node
+
+    def _path_of(self, s: Session, node: Node) -> RemotePath:
+        parts: list[str] = []
+        cur: Node | None = node
+        for _ in range(10_000):  # bounded: a cycle would be a bug, not a hang
+            if cur is None or cur.parent_id is None:
+                break
+            parts.append(cur.name)
+            cur = s.get(Node, cur.parent_id)
+        return RemotePath(tuple(reversed(parts)))
+
+    def _event(self, s: Session, p: Principal, kind: str, node: Node, path: RemotePath, **detail: Any) -> None:
+        s.add(
+            Event(
+                tenant_id=p.tenant_id, actor=p.email, kind=kind, node_id=node.id,
+                path=str(path), detail=detail,
+            )
+        )
+
+    def _writable(self, p: Principal) -> None:
+        if p.is_operator:  # R-STORE-6: the operator does not touch Client data
+            raise NotFound("Not found.")
+
+    # ---- reading -------------------------------------------------------------------
+    def stat(self, p: Principal, path: str | RemotePath) -> Entry:
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        with self.db.read() as s:
+            return _entry(self._need(s, p.tenant_id, rp), rp)
+
+    def list_dir(
+        self, p: Principal, path: str | RemotePath, after: str = "", limit: int = 200
+    ) -> tuple[Entry, list[Entry], str | None]:
+        """One page of a folder, ordered by name; ``after`` is the last name of the previous
+        page (a cursor that stays correct while entries come and go)."""
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        limit = max(1, min(limit, MAX_PAGE))
+        with self.db.read() as s:
+            node = self._need(s, p.tenant_id, rp)
+            if node.kind != "dir":
+                return _entry(node, rp), [], None
+            rows = list(
+                s.scalars(
+                    select(Node)
+                    .where(
+                        Node.tenant_id == p.tenant_id,
+                        Node.parent_id == node.id,
+                        Node.trashed_at.is_(None),
+                        Node.name > after,
+                    )
+                    .order_by(Node.name)
+                    .limit(limit + 1)
+                )
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+            entries = [_entry(r, RemotePath((*rp.parts, r.name))) for r in rows]
+            return _entry(node, rp), entries, (rows[-1].name if more else None)
+
+    def open_read(self, p: Principal, path: str | RemotePath, version: str | None = None) -> Readable:
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        with self.db.read() as s:
+            node = self._need(s, p.tenant_id, rp)
+            if node.kind != "file":
+                raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.")
+            entry = _entry(node, rp)
+            vid = version or node.version_id
+            v = s.get(Version, vid) if vid else None
+            if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
+                raise NotFound(f"No version {version!r} of {rp}.")
+            if version:
+                entry = Entry(
+                    id=node.id, name=node.name, path=str(rp), kind="file", size=v.size,
+                    sha256=v.sha256, mtime=v.mtime, created_at=node.created_at, version=v.id,
+                )
+            chunks = tuple(
+                ChunkRef(c.hash, c.offset, c.size)
+                for c in s.scalars(
+                    select(VersionChunk).where(VersionChunk.version_id == v.id).order_by(VersionChunk.seq)
+                )
+            )
+            return Readable(entry, p.tenant_id, chunks)
+
+    def iter_content(self, r: Readable, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield bytes ``[start, end)`` of a version, each chunk verified before use.
+
+        Blocking: callers step this generator in a worker thread.
+        """
+        end = r.entry.size if end is None else min(end, r.entry.size)
+        for c in r.chunks:
+            if c.offset + c.size <= start:
+                continue
+            if c.offset >= end:
+                break
+            data = self.store.get(r.tenant_id, c.digest)
+            lo = max(0, start - c.offset)
+            hi = min(c.size, end - c.offset)
+            yield data if (lo == 0 and hi == c.size) else data[lo:hi]
+
+    def usage(self, p: Principal) -> Usage:
+        with self.db.read() as s:
+            t = s.get(Tenant, p.tenant_id)
+            if t is None:
+                raise NotFound("Not found.")
+            return Usage(t.used_bytes, t.quota_bytes, self.leases.inflight(p.tenant_id))
+
+    # ---- folders -------------------------------------------------------------------
+    def mkdir(self, p: Principal, path: str | RemotePath, parents: bool = False) -> Entry:
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        if rp.is_root:
+            raise AlreadyExists("The root folder always exists.")
+        with self.db.write() as s:
+            parent = self._mkdirs(s, p, rp.parent) if parents else self._need_dir(s, p.tenant_id, rp.parent)
+            existing = self._child(s, p.tenant_id, parent.id, rp.name)
+            if existing is not None:
+                if parents and existing.kind == "dir":
+                    return _entry(existing, rp)
+                raise AlreadyExists(f"{rp} already exists.")
+            node = self._new_dir(s, p, parent, rp)
+            return _entry(node, rp)
+
+    def _new_dir(self, s: Session, p: Principal, parent: Node, rp: RemotePath) -> Node:
+        now = utcnow()
+        node = Node(
+            id=new_id(), tenant_id=p.tenant_id, parent_id=parent.id, name=rp.name, kind="dir",
+            size=0, sha256="", mtime=now, created_at=now, updated_at=now,
+        )
+        s.add(node)
+        parent.mtime = parent.updated_at = now
+        s.flush()
+        self._event(s, p, "mkdir", node, rp)
+        return node
+
+    def _mkdirs(self, s: Session, p: Principal, rp: RemotePath) -> Node:
+        node = self._root(s, p.tenant_id)
+        for i, part in enumerate(rp.parts):
+            child = self._child(s, p.tenant_id, node.id, part)
+            if child is None:
+                child = self._new_dir(s, p, node, RemotePath(rp.parts[: i + 1]))
+            elif child.kind != "dir":
+                raise Conflict(f"{RemotePath(rp.parts[: i + 1])} is a file, not a folder.")
+            node = child
+        return node
+
+    # ---- delete, move, copy --------------------------------------------------------
+    def delete(self, p: Principal, path: str | RemotePath, if_match: str | None = None) -> Entry:
+        """Move to the trash; nothing is destroyed until the retention period ends."""
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        if rp.is_root:
+            raise Forbidden("The root folder cannot be deleted.")
+        with self.db.write() as s:
+            node = self._need(s, p.tenant_id, rp)
+            entry = _entry(node, rp)
+            check_etag(entry.etag, if_match, None)
+            self._trash(s, p, node, rp)
+            return entry
+
+    def _trash(self, s: Session, p: Principal, node: Node, rp: RemotePath) -> None:
+        now = utcnow()
+        node.trashed_at = now
+        node.trashed_path = str(rp)
+        node.trashed_by = p.id
+        parent = s.get(Node, node.parent_id)
+        if parent is not None:
+            parent.mtime = parent.updated_at = now
+        s.flush()
+        self._event(s, p, "trash", node, rp)
+
+    def _prepare_target(
+        self, s: Session, p: Principal, src: Node, dst: RemotePath, overwrite: bool
+    ) -> tuple[Node, bool]:
+        parent = self._need_dir(s, p.tenant_id, dst.parent)
+        existing = self._child(s, p.tenant_id, parent.id, dst.name)
+        replaced = False
+        if existing is not None:
+            if existing.id == src.id:
+                return parent, False
+            if not overwrite:
+                raise AlreadyExists(f"{dst} already exists; pass overwrite to replace it.")
+            # Replacing never destroys: the old destination goes to the trash.
+            self._trash(s, p, existing, dst)
+            replaced = True
+        return parent, replaced
+
+    def _check_not_inside(self, s: Session, src: Node, dst_parent: Node) -> None:
+        cur: Node | None = dst_parent
+        for _ in range(10_000):
+            if cur is None:
+                return
+            if cur.id == src.id:
+                raise Conflict("A folder cannot be moved or copied into itself.")
+            cur = s.get(Node, cur.parent_id) if cur.parent_id else None
+
+    def move(self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False) -> tuple[Entry, bool]:
+        sp = src if isinstance(src, RemotePath) else parse_path(src)
+        dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
+        self._writable(p)
+        if sp.is_root or dp.is_root:
+            raise Forbidden("The root folder cannot be moved or replaced.")
+        with self.db.write() as s:
+            node = self._need(s, p.tenant_id, sp)
+            parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
+            self._check_not_inside(s, node, parent)
+            old_parent = s.get(Node, node.parent_id)
+            now = utcnow()
+            node.parent_id, node.name, node.updated_at = parent.id, dp.name, now
+            for d in (old_parent, parent):
+                if d is not None:
+                    d.mtime = d.updated_at = now
+            s.flush()
+            self._event(s, p, "move", node, dp, source=str(sp))
+            return _entry(node, dp), replaced
+
+    def copy(self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False) -> tuple[Entry, bool]:
+        """Copies share chunks with the original: no bytes are stored twice (dedup)."""
+        sp = src if isinstance(src, RemotePath) else parse_path(src)
+        dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
+        self._writable(p)
+        if dp.is_root:
+            raise Forbidden("The root folder cannot be replaced.")
+        with self.db.write() as s:
+            node = self._need(s, p.tenant_id, sp)
+            if sp == dp:
+                raise Conflict("Source and destination are the same.")
+            parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
+            self._check_not_inside(s, node, parent)
+            copied = self._copy_node(s, p, node, parent, dp.name, budget=[200_000])
+            parent.mtime = parent.updated_at = utcnow()
+            s.flush()
+            self._event(s, p, "copy", copied, dp, source=str(sp))
+            return _entry(copied, dp), replaced
+
+    def _copy_node(self, s: Session, p: Principal, node: Node, parent: Node, name: str, budget: list[int]) -> Node:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise InvalidInput("Copy aborted: more than 200,000 entries; copy sub-folders separately.")
+        now = utcnow()
+        new = Node(
+            id=new_id(), tenant_id=p.tenant_id, parent_id=parent.id, name=name, kind=node.kind,
+            size=node.size, sha256=node.sha256, mtime=node.mtime, created_at=now, updated_at=now,
+        )
+        s.add(new)
+        s.flush()
+        if node.kind == "file" and node.version_id:
+            v = s.get(Version, node.version_id)
+            assert v is not None
+            nv = Version(
+                id=new_id(), tenant_id=p.tenant_id, node_id=new.id, size=v.size, sha256=v.sha256,
+                mtime=v.mtime, created_at=now, created_by=p.id,
+            )
+            s.add(nv)
+            s.flush()
+            for c in s.scalars(select(VersionChunk).where(VersionChunk.version_id == v.id)):
+                s.add(VersionChunk(version_id=nv.id, seq=c.seq, tenant_id=p.tenant_id, hash=c.hash, offset=c.offset, size=c.size))
+            new.version_id = nv.id
+        elif node.kind == "dir":
+            for child in list(s.scalars(select(Node).where(Node.tenant_id == p.tenant_id, Node.parent_id == node.id, Node.trashed_at.is_(None)))):
+                self._copy_node(s, p, child, new, child.name, budget)
+        return new
+
+    # ---- versions ------------------------------------------------------------------
+    def versions(self, p: Principal, path: str | RemotePath) -> list[dict[str, Any]]:
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        with self.db.read() as s:
+            node = self._need(s, p.tenant_id, rp)
+            if node.kind != "file":
+                raise Conflict(f"{rp} is a folder; folders have no versions.")
+            rows = s.scalars(
+                select(Version).where(Version.tenant_id == p.tenant_id, Version.node_id == node.id)
+                .order_by(Version.created_at.desc())
+            )
+            return [
+                {
+                    "version": v.id, "size": v.size, "sha256": v.sha256, "mtime": v.mtime.isoformat(),
+                    "created_at": v.created_at.isoformat(), "current": v.id == node.version_id,
+                    "expires_at": (v.superseded_at + self.retention).isoformat() if v.superseded_at else None,
+                }
+                for v in rows
+            ]
+
+    def restore_version(self, p: Principal, path: str | RemotePath, version: str) -> Entry:
+        """Restoring makes a *new* version with the old content, so nothing is lost."""
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        with self.db.write() as s:
+            node = self._need(s, p.tenant_id, rp)
+            v = s.get(Version, version)
+            if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
+                raise NotFound(f"No version {version!r} of {rp}.")
+            refs = [(c.hash, c.offset, c.size) for c in s.scalars(select(VersionChunk).where(VersionChunk.version_id == v.id).order_by(VersionChunk.seq))]
+            self._new_version(s, p, node, v.size, v.sha256, v.mtime, refs)
+            self._event(s, p, "restore-version", node, rp, version=version)
+            return _entry(node, rp)
+
+    def _new_version(
+        self, s: Session, p: Principal, node: Node, size: int, sha256: str, mtime: datetime,
+        refs: list[tuple[str, int, int]],
+    ) -> Version:
+        now = utcnow()
+        v = Version(id=new_id(), tenant_id=p.tenant_id, node_id=node.id, size=size, sha256=sha256, mtime=mtime, created_at=now, created_by=p.id)
+        s.add(v)
+        s.flush()
+        s.add_all(
+            VersionChunk(version_id=v.id, seq=i, tenant_id=p.tenant_id, hash=h, offset=o, size=n)
+            for i, (h, o, n) in enumerate(refs)
+        )
+        if node.version_id:
+            s.execute(update(Version).where(Version.id == node.version_id).values(superseded_at=now))
+        node.version_id, node.size, node.sha256, node.mtime, node.updated_at = v.id, size, sha256, mtime, now
+        return v
+
+    # ---- trash ---------------------------------------------------------------------
+    def trash_list(self, p: Principal) -> list[dict[str, Any]]:
+        self._writable(p)
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Node).where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
+                .order_by(Node.trashed_at.desc()).limit(10_000)
+            )
+            return [
+                {
+                    "id": n.id, "name": n.name, "original_path": n.trashed_path,
+                    "type": "folder" if n.kind == "dir" else "file", "size": n.size,
+                    "trashed_at": n.trashed_at.isoformat() if n.trashed_at else None,
+                    "expires_at": (n.trashed_at + self.retention).isoformat() if n.trashed_at else None,
+                }
+                for n in rows
+            ]
+
+    def _trashed(self, s: Session, p: Principal, node_id: str) -> Node:
+        n = s.get(Node, node_id)
+        if n is None or n.tenant_id != p.tenant_id or n.trashed_at is None:
+            raise NotFound("No such item in the trash.")
+        return n
+
+    def trash_restore(self, p: Principal, node_id: str) -> Entry:
+        """Back to where it was; missing folders are recreated and a taken name gets a
+        ``(restored N)`` suffix rather than replacing anything."""
+        self._writable(p)
+        with self.db.write() as s:
+            n = self._trashed(s, p, node_id)
+            original = parse_path(n.trashed_path)
+            parent = self._mkdirs(s, p, original.parent)
+            name = original.name
+            stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+            for i in range(1, 1000):
+                if self._child(s, p.tenant_id, parent.id, name) is None:
+                    break
+                name = f"{stem} (restored {i}){dot}{ext}"
+            else:
+                raise Conflict("Too many items with this name; rename them first.")
+            n.parent_id, n.name, n.trashed_at, n.trashed_path, n.updated_at = parent.id, name, None, "", utcnow()
+            s.flush()
+            rp = RemotePath((*original.parent.parts, name))
+            self._event(s, p, "restore", n, rp)
+            return _entry(n, rp)
+
+    def trash_purge(self, p: Principal, node_id: str | None = None) -> int:
+        """Destroy one trashed item (or all): the only user action that frees space."""
+        self._writable(p)
+        with self.db.write() as s:
+            if node_id is None:
+                ids = list(s.scalars(select(Node.id).where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))))
+            else:
+                ids = [self._trashed(s, p, node_id).id]
+            count = 0
+            for i in ids:
+                count += self._destroy_subtree(s, p.tenant_id, i)
+            if ids:
+                s.add(Event(tenant_id=p.tenant_id, actor=p.email, kind="trash.purge", detail={"items": len(ids)}))
+        return count
+
+    def _destroy_subtree(self, s: Session, tenant_id: str, node_id: str) -> int:
+        """Delete rows bottom-up; chunks become unreferenced and the collector frees them."""
+        order: list[str] = []
+        stack = [node_id]
+        while stack:
+            nid = stack.pop()
+            order.append(nid)
+            stack.extend(s.scalars(select(Node.id).where(Node.tenant_id == tenant_id, Node.parent_id == nid)))
+        for nid in reversed(order):
+            vids = list(s.scalars(select(Version.id).where(Version.tenant_id == tenant_id, Version.node_id == nid)))
+            if vids:
+                s.execute(VersionChunk.__table__.delete().where(VersionChunk.version_id.in_(vids)))
+                s.execute(Version.__table__.delete().where(Version.id.in_(vids)))
+            s.execute(Node.__table__.delete().where(Node.id == nid, Node.tenant_id == tenant_id))
+        return len(order)
+
+    def count_live_files(self, tenant_id: str) -> int:
+        with self.db.read() as s:
+            return int(s.scalar(select(func.count()).where(Node.tenant_id == tenant_id, Node.kind == "file", Node.trashed_at.is_(None))) or 0)

@@ -1,0 +1,248 @@
+"""An upload in progress: stream in, chunk, store on every replica, then commit.
+
+Ordering is the data-safety argument (R-STORE-4):
+
+1. Each chunk is durable on every replica *before* the database learns of it.
+2. The commit is one database transaction: quota charge, chunk rows, version, node.
+   Until it commits, no listing or read can see the file, so nothing is ever visible
+   half-written, and a crash before it leaves only unreferenced chunks that the
+   collector reclaims.
+3. On any failure, chunks this upload wrote and nobody else uses are deleted at once,
+   so a refused upload leaves nothing behind (R-STORE-8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+
+from allset.blobstore.chunker import StreamChunker
+from allset.core.errors import (
+    AllsetError,
+    Conflict,
+    DigestMismatch,
+    QuotaExceeded,
+    StorageUnavailable,
+)
+from allset.core.ids import new_id
+from allset.core.paths import RemotePath
+from allset.core.principal import Principal
+from allset.core.units import format_size
+from allset.db.models import Chunk, Node, Tenant, utcnow
+from allset.files.entries import Entry
+from allset.files.service import _entry, check_etag
+
+if TYPE_CHECKING:
+    from allset.files.service import FileService
+
+
+def quota_error(used: int, quota: int, incoming: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"Not enough space: {format_size(used)} of {format_size(quota)} used, and this upload "
+        f"needs {format_size(incoming)} more. Delete files or empty the trash, or ask for a "
+        "larger quota.",
+        used_bytes=used,
+        quota_bytes=quota,
+        needed_bytes=incoming,
+    )
+
+
+class Upload:
+    """Blocking; one thread at a time. Adapters call ``write`` repeatedly, then ``commit``."""
+
+    def __init__(
+        self,
+        svc: FileService,
+        principal: Principal,
+        path: RemotePath,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+        mtime: datetime | None = None,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> None:
+        self.svc = svc
+        self.p = principal
+        self.tenant = principal.tenant_id
+        self.path = path
+        self.if_match, self.if_none_match = if_match, if_none_match
+        self.mtime = mtime
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._chunker = StreamChunker()
+        self._refs: list[tuple[str, int, int]] = []
+        self._offset = 0
+        self._leased: dict[str, int] = {}
+        self._written: set[str] = set()
+        self._reserved = 0
+        self._done = False
+
+    # ---- streaming -----------------------------------------------------------------
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        for chunk in self._chunker.feed(data):
+            self._add_chunk(chunk)
+
+    def _add_chunk(self, chunk: bytes) -> None:
+        digest = hashlib.sha256(chunk).hexdigest()
+        self._refs.append((digest, self._offset, len(chunk)))
+        self._offset += len(chunk)
+        if digest in self._leased:
+            return
+        leases = self.svc.leases
+        with leases.locked(self.tenant, digest):
+            leases.take(self.tenant, digest)
+            self._leased[digest] = len(chunk)
+            with self.svc.db.read() as s:
+                known = s.get(Chunk, (self.tenant, digest)) is not None
+                tenant = s.get(Tenant, self.tenant)
+                assert tenant is not None
+                used, quota = tenant.used_bytes, tenant.quota_bytes
+            if known or leases.is_durable(self.tenant, digest):
+                return
+            inflight = leases.inflight(self.tenant)
+            if used + inflight + len(chunk) > quota:
+                raise quota_error(used, quota, inflight + len(chunk))
+            self.svc.store.put(self.tenant, digest, chunk)
+            leases.mark_durable(self.tenant, digest)
+            leases.reserve(self.tenant, len(chunk))
+            self._reserved += len(chunk)
+            self._written.add(digest)
+
+    # ---- ending --------------------------------------------------------------------
+    def commit(self) -> tuple[Entry, bool]:
+        """Make the file visible; returns its entry and whether it was newly created."""
+        try:
+            for chunk in self._chunker.finish():
+                self._add_chunk(chunk)
+            sha = self._hash.hexdigest()
+            if self.expected_size is not None and self.size != self.expected_size:
+                raise DigestMismatch(
+                    f"Received {self.size} bytes but {self.expected_size} were announced; "
+                    "the upload was incomplete and nothing was stored.",
+                    received_bytes=self.size,
+                )
+            if self.expected_sha256 is not None and sha != self.expected_sha256:
+                raise DigestMismatch(
+                    "The content does not match the SHA-256 you sent; nothing was stored.",
+                    received_sha256=sha,
+                )
+            result = self._commit_tx(sha)
+        except BaseException:
+            self.abort()
+            raise
+        self._release(delete_unused=False)
+        return result
+
+    def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
+        svc, p, rp = self.svc, self.p, self.path
+        mtime = self.mtime or utcnow()
+        with svc.db.write() as s:
+            parent = svc._need_dir(s, self.tenant, rp.parent)
+            node = svc._child(s, self.tenant, parent.id, rp.name)
+            if node is not None and node.kind != "file":
+                raise Conflict(f"{rp} is a folder; a file cannot replace it.")
+            check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
+            # Which of our chunks are new to this Client? Only those are charged.
+            digests = list(self._leased)
+            existing: set[str] = set()
+            for i in range(0, len(digests), 500):
+                existing.update(
+                    s.scalars(
+                        select(Chunk.hash).where(
+                            Chunk.tenant_id == self.tenant, Chunk.hash.in_(digests[i : i + 500])
+                        )
+                    )
+                )
+            new = [d for d in digests if d not in existing]
+            for d in new:
+                if d not in self._written and not svc.store.has_all(self.tenant, d):
+                    raise StorageUnavailable("A chunk vanished during the upload; send it again.")
+            charge = sum(self._leased[d] for d in new)
+            if charge:
+                done = s.execute(
+                    update(Tenant)
+                    .where(Tenant.id == self.tenant, Tenant.used_bytes + charge <= Tenant.quota_bytes)
+                    .values(used_bytes=Tenant.used_bytes + charge)
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    t = s.get(Tenant, self.tenant)
+                    assert t is not None
+                    raise quota_error(t.used_bytes, t.quota_bytes, charge)
+                now = utcnow()
+                s.execute(
+                    insert(Chunk),
+                    [{"tenant_id": self.tenant, "hash": d, "size": self._leased[d], "created_at": now} for d in new],
+                )
+            created = node is None
+            if node is None:
+                now = utcnow()
+                node = Node(
+                    id=new_id(), tenant_id=self.tenant, parent_id=parent.id, name=rp.name,
+                    kind="file", size=0, sha256="", mtime=mtime, created_at=now, updated_at=now,
+                )
+                s.add(node)
+                s.flush()
+            svc._new_version(s, p, node, self.size, sha, mtime, self._refs)
+            parent.mtime = parent.updated_at = utcnow()
+            svc._event(s, p, "put", node, rp, size=self.size, sha256=sha, version=node.version_id)
+            return _entry(node, rp), created
+
+    def abort(self) -> None:
+        """Forget the upload; chunks only it wrote are deleted now (nothing stays stored)."""
+        if not self._done:
+            self._release(delete_unused=True)
+
+    def _release(self, delete_unused: bool) -> None:
+        self._done = True
+        leases, store = self.svc.leases, self.svc.store
+        for digest in self._leased:
+            with leases.locked(self.tenant, digest):
+                left = leases.drop(self.tenant, digest)
+                if delete_unused and digest in self._written and left == 0:
+                    with self.svc.db.read() as s:
+                        committed = s.get(Chunk, (self.tenant, digest)) is not None
+                    if not committed:
+                        try:
+                            store.delete(self.tenant, digest)
+                        except OSError:  # the collector will find it later
+                            pass
+        if self._reserved:
+            leases.unreserve(self.tenant, self._reserved)
+            self._reserved = 0
+        self._leased.clear()
+
+
+def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object) -> Upload:
+    """Check what can be checked before any byte is read (fail fast on a 10 GB body)."""
+    svc._writable(p)
+    if path.is_root:
+        raise Conflict("The root folder cannot be replaced by a file.")
+    with svc.db.read() as s:
+        parent = svc._need_dir(s, p.tenant_id, path.parent)
+        node = svc._child(s, p.tenant_id, parent.id, path.name)
+        if node is not None and node.kind != "file":
+            raise Conflict(f"{path} is a folder; a file cannot replace it.")
+        check_etag(
+            _entry(node, path).etag if node else None,
+            kw.get("if_match"),  # type: ignore[arg-type]
+            kw.get("if_none_match"),  # type: ignore[arg-type]
+        )
+        t = s.get(Tenant, p.tenant_id)
+        assert t is not None
+        expected = kw.get("expected_size")
+        if isinstance(expected, int):
+            inflight = svc.leases.inflight(p.tenant_id)
+            if t.used_bytes + inflight + expected > t.quota_bytes:
+                raise quota_error(t.used_bytes, t.quota_bytes, expected)
+    return Upload(svc, p, path, **kw)  # type: ignore[arg-type]
+
+
+__all__ = ["AllsetError", "Upload", "begin_upload"]

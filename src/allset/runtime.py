@@ -1,0 +1,116 @@
+"""The composition root: builds every service from ``Settings`` (server and CLI share it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from allset.accounts.service import Accounts
+from allset.accounts.throttle import LoginThrottle
+from allset.blobstore.local import LocalBackend
+from allset.blobstore.replicated import RepairEvent, ReplicatedStore
+from allset.core.errors import InvalidInput
+from allset.core.ids import new_id
+from allset.db.engine import Database
+from allset.db.models import Setting
+from allset.files.leases import ChunkLeases
+from allset.files.service import FileService
+from allset.observability import CHUNK_REPAIRS
+from allset.settings import Settings
+
+log = logging.getLogger("allset.runtime")
+
+
+def _on_repair(ev: RepairEvent) -> None:
+    CHUNK_REPAIRS.labels(ev.replica, ev.problem).inc()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: ReplicatedStore
+    leases: ChunkLeases
+    accounts: Accounts
+    files: FileService
+
+    def close(self) -> None:
+        self.store.close()
+        self.db.dispose()
+
+
+def check_locations(settings: Settings) -> None:
+    """R-STORE-5: refuse to run on storage outside the allowed countries."""
+    if settings.volume_location.upper() not in [c.upper() for c in settings.allowed_locations]:
+        raise InvalidInput(
+            f"Storage location {settings.volume_location!r} is not allowed "
+            f"(allowed: {', '.join(settings.allowed_locations)}); data must stay in France "
+            "(R-STORE-5). Fix volume_location or allowed_locations in allset.toml."
+        )
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    check_locations(settings)
+    db = Database(settings.db_url)
+    replicas = [
+        LocalBackend(path, name=f"volume{i + 1}", location=settings.volume_location)
+        for i, path in enumerate(settings.volume_paths)
+    ]
+    store = ReplicatedStore(list(replicas), on_repair=_on_repair)
+    leases = ChunkLeases()
+    accounts = Accounts(
+        db,
+        LoginThrottle(
+            settings.login_free_attempts,
+            settings.login_ip_free_attempts,
+            settings.login_max_backoff_seconds,
+        ),
+        settings.session_lifetime_seconds,
+    )
+    files = FileService(db, store, leases, settings.retention_days)
+    return Runtime(settings, db, store, leases, accounts, files)
+
+
+@dataclass
+class InitResult:
+    created: bool
+    operator_email: str
+    operator_password: str | None
+    fingerprint: str
+
+
+def initialise(settings: Settings) -> InitResult:
+    """Idempotent: data dir, database schema, replica volumes, certificate, operator."""
+    from allset.server.tls import ensure_certificate  # late: tls uses cryptography only
+
+    check_locations(settings)
+    data = settings.data_dir
+    created = not (data / ".initialised").exists()
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    for path in settings.volume_paths:
+        path.mkdir(parents=True, exist_ok=True)
+        marker = path / "VOLUME.json"
+        if not marker.exists():
+            marker.write_text(json.dumps({"id": new_id(), "location": settings.volume_location}))
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+        with db.write() as s:
+            if s.scalar(select(Setting.value).where(Setting.key == "installation_id")) is None:
+                s.add(Setting(key="installation_id", value=new_id()))
+        accounts = Accounts(db, LoginThrottle(), settings.session_lifetime_seconds)
+        password = accounts.ensure_operator()
+    finally:
+        db.dispose()
+    fingerprint = ensure_certificate(settings.cert_path, settings.key_path)
+    (data / ".initialised").write_text("1\n")
+    return InitResult(created, "operator@localhost", password, fingerprint)
+
+
+def data_dir_ready(data: Path) -> bool:
+    return (data / ".initialised").exists()

@@ -1,0 +1,1 @@
+"""HTTP adapters: parse requests, call the façades, render responses. No policy here."""

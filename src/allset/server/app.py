@@ -1,0 +1,182 @@
+"""build_app(runtime): the whole HTTP surface, one ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import select, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+import allset
+from allset.core.errors import AllsetError
+from allset.db.models import Tenant
+from allset.files import maintenance
+from allset.observability import REGISTRY
+from allset.runtime import Runtime
+from allset.server.middleware import ObservabilityMiddleware
+from allset.server.problem import from_error, problem_response
+from allset.server.rest import account, files, tree
+
+log = logging.getLogger("allset.server")
+
+
+async def _allset_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AllsetError)
+    return from_error(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"where": ".".join(str(x) for x in e.get("loc", ())), "problem": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{e['where']}: {e['problem']}" for e in errors) or "Invalid request."
+    return problem_response(400, "Invalid request", detail, "invalid-input", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: "Not found", 405: "Method not allowed"}
+    resp = problem_response(
+        exc.status_code,
+        titles.get(exc.status_code, "Error"),
+        str(exc.detail) if exc.status_code != 404 else f"No such URL: {request.url.path}",
+        "not-found" if exc.status_code == 404 else "about:blank",
+    )
+    for k, v in (exc.headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+HANDLERS: dict[Any, Any] = {
+    AllsetError: _allset_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+}
+
+
+def build_api(runtime: Runtime) -> FastAPI:
+    api = FastAPI(
+        title="allset API",
+        version=allset.__version__,
+        description=(
+            "Files, folders, versions and trash of the signed-in user's Client. "
+            "Authenticate with HTTP Basic (email + password or app password) or a Bearer "
+            "token. Errors are application/problem+json (RFC 9457). Stored files carry "
+            "their SHA-256 in Repr-Digest (RFC 9530)."
+        ),
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        exception_handlers=HANDLERS,
+        servers=[{"url": "/api/v1"}],
+    )
+    api.state.runtime = runtime
+    for r in (files.router, tree.router, account.router):
+        api.include_router(r)
+    return api
+
+
+class _StorageCollector:
+    """Storage used per Client, read from the database at scrape time."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Any:
+        used = GaugeMetricFamily("allset_storage_used_bytes", "Bytes stored per Client", labels=["tenant"])
+        quota = GaugeMetricFamily("allset_storage_quota_bytes", "Quota per Client", labels=["tenant"])
+        with self.runtime.db.read() as s:
+            for name, u, q in s.execute(select(Tenant.name, Tenant.used_bytes, Tenant.quota_bytes)):
+                used.add_metric([name], u)
+                quota.add_metric([name], q)
+        yield used
+        yield quota
+
+
+_COLLECTOR: dict[str, _StorageCollector] = {}
+
+
+def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
+    settings = runtime.settings
+    # One storage collector per process: tests build several apps, the last one reports.
+    previous = _COLLECTOR.pop("current", None)
+    if previous is not None:
+        with contextlib.suppress(KeyError):
+            REGISTRY.unregister(previous)
+    collector = _StorageCollector(runtime)
+    REGISTRY.register(collector)
+    _COLLECTOR["current"] = collector
+
+    async def healthz(request: Request) -> Response:
+        def ping() -> None:
+            with runtime.db.read() as s:
+                s.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(ping)
+        except Exception as exc:  # the point of a health check is to report, not raise
+            return JSONResponse({"status": "error", "database": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"status": "ok", "version": allset.__version__})
+
+    async def metrics(request: Request) -> Response:
+        host = request.client.host if request.client else ""
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not (loopback or settings.metrics_public):
+            return problem_response(404, "Not found", f"No such URL: {request.url.path}", "not-found")
+        data = await run_in_threadpool(generate_latest, REGISTRY)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    async def maintenance_loop() -> None:
+        interval = max(5, settings.maintenance_interval_seconds)
+        for _ in range(10**9):  # bounded in count, effectively forever at any interval >= 5 s
+            await asyncio.sleep(interval)
+            try:
+                report = await run_in_threadpool(maintenance.run_all, runtime.files, settings.gc_grace_seconds)
+                log.info("maintenance", extra={"report": report.__dict__})
+            except Exception:
+                log.exception("maintenance failed; will retry next cycle")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Reclaim what a crash left behind before taking new uploads.
+        report = await run_in_threadpool(maintenance.run_all, runtime.files, settings.gc_grace_seconds)
+        log.info("startup maintenance", extra={"report": report.__dict__})
+        task = asyncio.create_task(maintenance_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Mount("/api/v1", app=build_api(runtime)),
+        ],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.add_middleware(ObservabilityMiddleware, tls=tls)
+    return app

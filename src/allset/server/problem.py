@@ -1,0 +1,40 @@
+"""RFC 9457 problem+json: the one error format of /api/v1 (and the fallback everywhere)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.responses import Response
+
+from allset.core.errors import AllsetError, TooManyAttempts
+
+PROBLEM_BASE = "https://allset.example/problems/"
+
+
+def problem_response(
+    status: int, title: str, detail: str, slug: str = "about:blank", **extra: Any
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug if slug != "about:blank" else slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="allset", charset="UTF-8"'
+    return Response(
+        json.dumps(body, ensure_ascii=False),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def from_error(exc: AllsetError) -> Response:
+    resp = problem_response(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+    if isinstance(exc, TooManyAttempts):
+        resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp

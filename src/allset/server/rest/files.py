@@ -1,0 +1,168 @@
+"""File content: PUT (streaming upload), GET/HEAD (ranges, conditionals), DELETE (trash)."""
+
+from __future__ import annotations
+
+import mimetypes
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from allset.core.errors import InvalidInput, RangeNotSatisfiable
+from allset.core.principal import Principal
+from allset.files.entries import Entry
+from allset.files.upload import begin_upload
+from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.transfer import (
+    parse_digest,
+    parse_mtime,
+    parse_range,
+    pump_request,
+    repr_digest,
+    stream_blocks,
+)
+
+router = APIRouter(tags=["files"])
+PREFIX = "/api/v1/files"
+Caller = Annotated[Principal, Depends(principal)]
+
+_BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def file_headers(e: Entry) -> dict[str, str]:
+    ctype = mimetypes.guess_type(e.name)[0] or "application/octet-stream"
+    return {
+        "ETag": e.etag,
+        "Last-Modified": format_datetime(e.mtime, usegmt=True),
+        "Repr-Digest": repr_digest(e.sha256),
+        "Accept-Ranges": "bytes",
+        "Content-Type": ctype,
+        # Stored content is never rendered in our origin (user files may be HTML/SVG).
+        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(e.name, safe=""),
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Allset-Version": e.version,
+        "X-Allset-Mtime": f"{e.mtime.timestamp():.6f}",
+    }
+
+
+def _not_modified(request: Request, e: Entry) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return "*" in tags or e.etag in tags
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+        return since.tzinfo is not None and int(e.mtime.timestamp()) <= int(since.timestamp())
+    return False
+
+
+@router.api_route("/files/{path:path}", methods=["GET", "HEAD"], summary="Download a file")
+async def get_file(request: Request, caller: Caller, version: str | None = None) -> Response:
+    """Range, ETag, If-None-Match/If-Modified-Since (304), If-Match (412), If-Range.
+    ``?version=ID`` reads an older version. Every chunk is verified as it is read."""
+    rt = runtime(request)
+    path = path_after(request, PREFIX)
+    readable = await run_in_threadpool(rt.files.open_read, caller, path, version)
+    e = readable.entry
+    headers = file_headers(e)
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        from allset.files.service import check_etag
+
+        check_etag(e.etag, if_match, None)
+    if _not_modified(request, e):
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    rng = parse_range(request.headers.get("range"), e.size)
+    if_range = request.headers.get("if-range")
+    if rng is not None and if_range is not None and if_range.strip() != e.etag:
+        rng = None
+    status = 200
+    start, end = 0, e.size
+    if rng is not None:
+        if rng == (-1, -1):
+            raise RangeNotSatisfiable(
+                f"The file has {e.size} bytes; the requested range starts beyond its end.",
+                size=e.size,
+            )
+        start, end = rng
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{e.size}"
+    headers["Content-Length"] = str(end - start)
+    if request.method == "HEAD":
+        return Response(status_code=status, headers=headers)
+    body = stream_blocks(rt.files.iter_content(readable, start, end))
+    return StreamingResponse(body, status_code=status, headers=headers)
+
+
+@router.put("/files/{path:path}", status_code=201, summary="Upload a file", openapi_extra=_BINARY_BODY)
+async def put_file(request: Request, caller: Caller) -> Response:
+    """Streams the body (any size, constant memory). Conditional with If-Match /
+    If-None-Match: *; optional Repr-Digest/Content-Digest sha-256 is verified; the
+    modification time comes from X-Allset-Mtime (epoch seconds or ISO 8601).
+    Answers 201 with size, sha256 and version, and the stored digest in Repr-Digest."""
+    rt = runtime(request)
+    path = path_after(request, PREFIX)
+    length_header = request.headers.get("content-length")
+    expected_size = None
+    if length_header is not None:
+        try:
+            expected_size = int(length_header)
+        except ValueError as exc:
+            raise InvalidInput("Content-Length is not a number.") from exc
+    expected_sha = parse_digest(
+        request.headers.get("repr-digest") or request.headers.get("content-digest")
+    )
+    mtime = parse_mtime(request.headers.get("x-allset-mtime") or request.headers.get("x-oc-mtime"))
+    upload = await run_in_threadpool(
+        begin_upload,
+        rt.files,
+        caller,
+        path,
+        if_match=request.headers.get("if-match"),
+        if_none_match=request.headers.get("if-none-match"),
+        mtime=mtime,
+        expected_size=expected_size,
+        expected_sha256=expected_sha,
+    )
+    try:
+        await pump_request(request, upload)
+        entry, created = await run_in_threadpool(upload.commit)
+    except BaseException:
+        await run_in_threadpool(upload.abort)
+        raise
+    return JSONResponse(
+        {
+            "path": entry.path,
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "version": entry.version,
+            "created": created,
+            "mtime": entry.mtime.isoformat(),
+        },
+        status_code=201,
+        headers={
+            "ETag": entry.etag,
+            "Repr-Digest": repr_digest(entry.sha256),
+            "Location": PREFIX + quote(entry.path),
+        },
+    )
+
+
+@router.delete("/files/{path:path}", status_code=204, summary="Move a file or folder to the trash")
+async def delete_file(request: Request, caller: Caller) -> Response:
+    rt = runtime(request)
+    path = path_after(request, PREFIX)
+    await run_in_threadpool(rt.files.delete, caller, path, request.headers.get("if-match"))
+    return Response(status_code=204)

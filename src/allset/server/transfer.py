@@ -1,0 +1,143 @@
+"""Moving bytes between the network and the façade without holding a file in memory.
+
+Both directions overlap network and disk: while one block is being chunked, hashed and
+fsynced in a worker thread, the next is being received (or sent). Memory stays at a
+couple of blocks per transfer whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from allset.core.errors import InvalidInput
+from allset.files.upload import Upload
+
+BLOCK = 1 << 20
+
+
+async def pump_request(request: Request, upload: Upload) -> None:
+    """Feed the request body into ``upload``; never two writes at once."""
+    buf = bytearray()
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for piece in request.stream():
+            if not piece:
+                continue
+            buf += piece
+            if len(buf) >= BLOCK:
+                if pending is not None:
+                    await pending
+                data = bytes(buf)
+                buf.clear()
+                pending = asyncio.ensure_future(run_in_threadpool(upload.write, data))
+        if pending is not None:
+            await pending
+            pending = None
+        if buf:
+            await run_in_threadpool(upload.write, bytes(buf))
+    finally:
+        if pending is not None and not pending.done():
+            # The client went away mid-write: let the write finish before anyone aborts.
+            await asyncio.wait([pending])
+
+
+def _next(it: Iterator[bytes]) -> bytes | None:
+    return next(it, None)
+
+
+async def stream_blocks(it: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Step a blocking generator in threads, one block ahead of the socket."""
+    nxt: asyncio.Future[bytes | None] = asyncio.ensure_future(run_in_threadpool(_next, it))
+    try:
+        while True:
+            block = await nxt
+            if block is None:
+                return
+            nxt = asyncio.ensure_future(run_in_threadpool(_next, it))
+            yield block
+    finally:
+        if not nxt.done():
+            await asyncio.wait([nxt])
+
+
+def repr_digest(sha256_hex: str) -> str:
+    """RFC 9530 ``Repr-Digest`` value (R-STORE-7)."""
+    return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
+
+
+_DIGEST = re.compile(r"sha-256\s*=\s*:([A-Za-z0-9+/=]+):")
+
+
+def parse_digest(value: str | None) -> str | None:
+    """The sender's SHA-256 from ``Repr-Digest``/``Content-Digest``, as hex."""
+    if not value:
+        return None
+    m = _DIGEST.search(value)
+    if not m:
+        if "sha-256" in value:
+            raise InvalidInput("Cannot read the sha-256 digest; send Repr-Digest: sha-256=:BASE64:.")
+        return None  # other algorithms: nothing we can check
+    try:
+        raw = base64.b64decode(m.group(1), validate=True)
+    except ValueError as exc:
+        raise InvalidInput("The sha-256 digest is not valid base64.") from exc
+    if len(raw) != 32:
+        raise InvalidInput("A sha-256 digest has 32 bytes.")
+    return raw.hex()
+
+
+def parse_mtime(value: str | None) -> datetime | None:
+    """Modification time sent by the client: epoch seconds or ISO 8601 with offset."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"Cannot read modification time {value!r}; send epoch seconds or ISO 8601."
+            ) from exc
+        if when.tzinfo is None:
+            raise InvalidInput("The modification time needs a time zone offset.") from None
+        return when.astimezone(UTC)
+    if not (0 <= seconds < 253402300800):
+        raise InvalidInput("The modification time is out of range.")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One byte range ``[start, end)``; None means "send everything".
+
+    Several ranges are answered with the whole file, which RFC 9110 allows and which
+    every client handles; malformed ranges are ignored the same way.
+    """
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    spec = header[6:].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first == "":
+            n = int(last)
+            if n <= 0:
+                raise ValueError
+            return (max(0, size - n), size) if size else (-1, -1)
+        start = int(first)
+        end = int(last) + 1 if last else size
+    except ValueError:
+        return None
+    if start < 0 or end <= start:
+        return None
+    if start >= size:
+        return (-1, -1)  # unsatisfiable
+    return start, min(end, size)
