@@ -94,8 +94,6 @@ def _data_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print_init(result: Any, url: str | None = None) -> None:
-    if url:
-        click.echo(f"allset is serving {url}")
     if result.fingerprint:
         click.echo(f"TLS certificate SHA-256 fingerprint: {result.fingerprint}")
     if result.operator_password:
@@ -103,6 +101,8 @@ def _print_init(result: Any, url: str | None = None) -> None:
             f"Operator account {result.operator_email}, one-time password (shown once): "
             f"{result.operator_password}"
         )
+    if url:  # last, so that a supervisor reading stdout knows the rest came before it
+        click.echo(f"allset is serving {url}")
 
 
 @main.command()

@@ -63,9 +63,18 @@ class ChunkLeases:
         with self._meta:
             return (tenant_id, digest) in self._durable
 
-    def reserve(self, tenant_id: str, nbytes: int) -> None:
+    def try_reserve(self, tenant_id: str, nbytes: int, used: int, quota: int) -> int | None:
+        """Reserve ``nbytes`` of quota for data in flight, atomically with the check.
+
+        Returns None when it fits (and reserves it), else the bytes already in flight so
+        the caller can say why.
+        """
         with self._meta:
-            self.inflight_bytes[tenant_id] += nbytes
+            inflight = self.inflight_bytes.get(tenant_id, 0)
+            if used + inflight + nbytes > quota:
+                return inflight
+            self.inflight_bytes[tenant_id] = inflight + nbytes
+            return None
 
     def unreserve(self, tenant_id: str, nbytes: int) -> None:
         with self._meta:

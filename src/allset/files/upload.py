@@ -39,14 +39,16 @@ if TYPE_CHECKING:
     from allset.files.service import FileService
 
 
-def quota_error(used: int, quota: int, incoming: int) -> QuotaExceeded:
+def quota_error(used: int, quota: int, needed: int, inflight: int = 0) -> QuotaExceeded:
+    pending = f" ({format_size(inflight)} more are being uploaded right now)" if inflight else ""
     return QuotaExceeded(
-        f"Not enough space: {format_size(used)} of {format_size(quota)} used, and this upload "
-        f"needs {format_size(incoming)} more. Delete files or empty the trash, or ask for a "
-        "larger quota.",
+        f"Not enough space: {format_size(used)} of {format_size(quota)} used{pending}, and this "
+        f"upload needs {format_size(needed)} more. Delete files or empty the trash, or ask "
+        "for a larger quota.",
         used_bytes=used,
         quota_bytes=quota,
-        needed_bytes=incoming,
+        needed_bytes=needed,
+        in_flight_bytes=inflight,
     )
 
 
@@ -64,6 +66,7 @@ class Upload:
         mtime: datetime | None = None,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
+        reserved: int = 0,
     ) -> None:
         self.svc = svc
         self.p = principal
@@ -80,7 +83,8 @@ class Upload:
         self._offset = 0
         self._leased: dict[str, int] = {}
         self._written: set[str] = set()
-        self._reserved = 0
+        self._reserved = reserved
+        self._new_bytes = 0
         self._done = False
 
     # ---- streaming -----------------------------------------------------------------
@@ -107,13 +111,16 @@ class Upload:
                 used, quota = tenant.used_bytes, tenant.quota_bytes
             if known or leases.is_durable(self.tenant, digest):
                 return
-            inflight = leases.inflight(self.tenant)
-            if used + inflight + len(chunk) > quota:
-                raise quota_error(used, quota, inflight + len(chunk))
+            # Quota: bytes new to this Client, beyond what was reserved at the start.
+            self._new_bytes += len(chunk)
+            need = self._new_bytes - self._reserved
+            if need > 0:
+                inflight = leases.try_reserve(self.tenant, need, used, quota)
+                if inflight is not None:
+                    raise quota_error(used, quota, need, inflight)
+                self._reserved += need
             self.svc.store.put(self.tenant, digest, chunk)
             leases.mark_durable(self.tenant, digest)
-            leases.reserve(self.tenant, len(chunk))
-            self._reserved += len(chunk)
             self._written.add(digest)
 
     # ---- ending --------------------------------------------------------------------
@@ -238,11 +245,19 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
         t = s.get(Tenant, p.tenant_id)
         assert t is not None
         expected = kw.get("expected_size")
-        if isinstance(expected, int):
-            inflight = svc.leases.inflight(p.tenant_id)
-            if t.used_bytes + inflight + expected > t.quota_bytes:
-                raise quota_error(t.used_bytes, t.quota_bytes, expected)
-    return Upload(svc, p, path, **kw)  # type: ignore[arg-type]
+        reserved = 0
+        if isinstance(expected, int) and expected > 0:
+            # Admission control: a body of known length reserves its size up front, so
+            # concurrent uploads are admitted in order instead of all starving each other.
+            inflight = svc.leases.try_reserve(p.tenant_id, expected, t.used_bytes, t.quota_bytes)
+            if inflight is not None:
+                raise quota_error(t.used_bytes, t.quota_bytes, expected, inflight)
+            reserved = expected
+    try:
+        return Upload(svc, p, path, reserved=reserved, **kw)  # type: ignore[arg-type]
+    except BaseException:
+        svc.leases.unreserve(p.tenant_id, reserved)
+        raise
 
 
 __all__ = ["AllsetError", "Upload", "begin_upload"]

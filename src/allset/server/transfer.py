@@ -136,7 +136,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         end = int(last) + 1 if last else size
     except ValueError:
         return None
-    if start < 0 or end <= start:
+    if start < 0 or (last and end <= start):
         return None
     if start >= size:
         return (-1, -1)  # unsatisfiable

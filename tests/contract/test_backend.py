@@ -1,0 +1,93 @@
+"""One contract suite for every Backend implementation (memory, local; S3 later)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from allset.blobstore.backend import Backend, ObjectMissing, chunk_key
+from allset.blobstore.local import LocalBackend
+from allset.blobstore.memory import MemoryBackend
+
+
+@pytest.fixture(params=["memory", "local"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    factories: dict[str, Callable[[], Backend]] = {
+        "memory": lambda: MemoryBackend(),
+        "local": lambda: LocalBackend(tmp_path / "vol", "vol"),
+    }
+    return factories[request.param]()
+
+
+def key(data: bytes, tenant: str = "t1") -> str:
+    return chunk_key(tenant, hashlib.sha256(data).hexdigest())
+
+
+def test_put_get_roundtrip(backend: Backend) -> None:
+    k = key(b"abc")
+    backend.put(k, b"abc")
+    assert backend.get(k) == b"abc"
+    assert backend.exists(k)
+
+
+def test_missing_raises(backend: Backend) -> None:
+    with pytest.raises(ObjectMissing):
+        backend.get(key(b"nope"))
+    assert not backend.exists(key(b"nope"))
+
+
+def test_put_is_idempotent_and_delete_too(backend: Backend) -> None:
+    k = key(b"x" * 1000)
+    backend.put(k, b"x" * 1000)
+    backend.put(k, memoryview(b"x" * 1000))
+    assert backend.get(k) == b"x" * 1000
+    backend.delete(k)
+    backend.delete(k)
+    assert not backend.exists(k)
+
+
+def test_keys_lists_everything_partitioned_by_tenant(backend: Backend) -> None:
+    ks = {key(b"a", "t1"), key(b"a", "t2"), key(b"b", "t1")}
+    for k in ks:
+        backend.put(k, b"a" if k.endswith(hashlib.sha256(b"a").hexdigest()) else b"b")
+    assert set(backend.keys()) == ks
+
+
+def test_concurrent_writers_of_same_key(backend: Backend) -> None:
+    data = bytes(range(256)) * 4096
+    k = key(data)
+    threads = [threading.Thread(target=backend.put, args=(k, data)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert backend.get(k) == data
+
+
+def test_age_is_measured(backend: Backend) -> None:
+    k = key(b"age")
+    backend.put(k, b"age")
+    assert 0 <= backend.age_seconds(k) < 60
+    with pytest.raises(ObjectMissing):
+        backend.age_seconds(key(b"other"))
+
+
+def test_local_leaves_no_temp_files_and_cleans_old_ones(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "vol", "vol")
+    b.put(key(b"q"), b"q")
+    assert list((tmp_path / "vol" / "tmp").iterdir()) == []
+    stale = tmp_path / "vol" / "tmp" / "deadboot-xyz.tmp"
+    stale.write_bytes(b"partial")
+    assert b.cleanup_temporary() == 1
+    assert not stale.exists()
+
+
+def test_local_rejects_malformed_keys(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "vol", "vol")
+    for bad in ("../x/abc", "t1/../../etc", "noslash", "t1/a"):
+        with pytest.raises(ValueError, match="malformed"):
+            b.put(bad, b"x")
