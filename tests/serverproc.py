@@ -20,7 +20,9 @@ SERVER = str(BIN / "allset-server")
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, plain_http: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, plain_http: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.env = {**os.environ, "ALLSET_LOG_JSON": "1", **(env or {})}
         self.plain_http = plain_http
@@ -30,11 +32,18 @@ class ServerProcess:
         self.operator_password: str | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
-    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``allset-server --data DIR ARGS`` and return the completed process."""
         res = subprocess.run(
             [SERVER, "--data", str(self.data_dir), *args],
-            capture_output=True, text=True, input=input, env=self.env, timeout=120,
+            capture_output=True,
+            check=False,
+            text=True,
+            input=input,
+            env=self.env,
+            timeout=120,
         )
         if check and res.returncode != 0:
             raise AssertionError(f"allset-server {' '.join(args)} failed: {res.stderr}")

@@ -33,7 +33,9 @@ HTTP_DURATION = Histogram(
 BYTES_IN = Counter("allset_bytes_received", "Request body bytes", ["area"], registry=REGISTRY)
 BYTES_OUT = Counter("allset_bytes_sent", "Response body bytes", ["area"], registry=REGISTRY)
 CHUNK_REPAIRS = Counter(
-    "allset_chunk_repairs", "Damaged or missing chunk copies found", ["replica", "problem"],
+    "allset_chunk_repairs",
+    "Damaged or missing chunk copies found",
+    ["replica", "problem"],
     registry=REGISTRY,
 )
 LOGIN_FAILURES = Counter("allset_login_failures", "Failed sign-ins", registry=REGISTRY)
@@ -56,9 +58,10 @@ def configure_logging(json: bool = True, level: str = "INFO") -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer
-        ])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -21,6 +21,7 @@ from allset.files.leases import ChunkLeases
 from allset.files.service import FileService
 from allset.observability import CHUNK_REPAIRS
 from allset.settings import Settings
+from allset.tls import ensure_certificate
 
 log = logging.getLogger("allset.runtime")
 
@@ -85,8 +86,6 @@ class InitResult:
 
 def initialise(settings: Settings) -> InitResult:
     """Idempotent: data dir, database schema, replica volumes, certificate, operator."""
-    from allset.server.tls import ensure_certificate  # late: tls uses cryptography only
-
     check_locations(settings)
     data = settings.data_dir
     created = not (data / ".initialised").exists()

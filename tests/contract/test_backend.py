@@ -17,7 +17,7 @@ from allset.blobstore.memory import MemoryBackend
 @pytest.fixture(params=["memory", "local"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     factories: dict[str, Callable[[], Backend]] = {
-        "memory": lambda: MemoryBackend(),
+        "memory": MemoryBackend,
         "local": lambda: LocalBackend(tmp_path / "vol", "vol"),
     }
     return factories[request.param]()

@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Account, make_account, problem
 
 from allset.core.errors import QuotaExceeded
 from allset.core.paths import parse_path
@@ -19,6 +18,7 @@ from allset.db.models import utcnow
 from allset.files import maintenance
 from allset.files.upload import begin_upload
 from allset.runtime import Runtime
+from conftest import Account, make_account, problem
 
 
 def sha(data: bytes) -> str:
@@ -68,17 +68,27 @@ def test_ranges_and_conditionals(client, alice: Account) -> None:
     problem(r)
     r = client.get("/api/v1/files/r.bin", headers={"If-None-Match": etag}, auth=alice.auth)
     assert r.status_code == 304 and r.content == b""
-    r = client.get("/api/v1/files/r.bin", headers={"Range": "bytes=0-0", "If-Range": '"old"'}, auth=alice.auth)
+    r = client.get(
+        "/api/v1/files/r.bin", headers={"Range": "bytes=0-0", "If-Range": '"old"'}, auth=alice.auth
+    )
     assert r.status_code == 200 and r.content == data
     h = client.head("/api/v1/files/r.bin", auth=alice.auth)
-    assert h.status_code == 200 and h.headers["content-length"] == str(len(data)) and h.content == b""
+    assert (
+        h.status_code == 200 and h.headers["content-length"] == str(len(data)) and h.content == b""
+    )
     # Conditional overwrite: a stale ETag changes nothing.
-    r = client.put("/api/v1/files/r.bin", content=b"new", headers={"If-Match": '"stale"'}, auth=alice.auth)
+    r = client.put(
+        "/api/v1/files/r.bin", content=b"new", headers={"If-Match": '"stale"'}, auth=alice.auth
+    )
     assert r.status_code == 412 and problem(r)["current_etag"] == etag
-    r = client.put("/api/v1/files/r.bin", content=b"new", headers={"If-None-Match": "*"}, auth=alice.auth)
+    r = client.put(
+        "/api/v1/files/r.bin", content=b"new", headers={"If-None-Match": "*"}, auth=alice.auth
+    )
     assert r.status_code == 412
     assert client.get("/api/v1/files/r.bin", auth=alice.auth).content == data
-    r = client.put("/api/v1/files/r.bin", content=b"new", headers={"If-Match": etag}, auth=alice.auth)
+    r = client.put(
+        "/api/v1/files/r.bin", content=b"new", headers={"If-Match": etag}, auth=alice.auth
+    )
     assert r.status_code == 201
     assert client.get("/api/v1/files/r.bin", auth=alice.auth).content == b"new"
 
@@ -97,7 +107,12 @@ def test_versions_kept_and_restorable(client, alice: Account) -> None:
 
 
 def test_mtime_from_client(client, alice: Account) -> None:
-    r = client.put("/api/v1/files/m.txt", content=b"x", headers={"X-Allset-Mtime": "1700000000.5"}, auth=alice.auth)
+    r = client.put(
+        "/api/v1/files/m.txt",
+        content=b"x",
+        headers={"X-Allset-Mtime": "1700000000.5"},
+        auth=alice.auth,
+    )
     assert r.json()["mtime"].startswith("2023-11-14T22:13:20.5")
     meta = client.get("/api/v1/tree/m.txt", auth=alice.auth).json()
     assert meta["mtime"] == r.json()["mtime"] and meta["type"] == "file"
@@ -142,16 +157,23 @@ def test_move_copy_rules(client, alice: Account, runtime: Runtime) -> None:
     r = client.post("/api/v1/copy", json={"from": "/a", "to": "/a2"}, auth=alice.auth)
     assert r.status_code == 201
     assert runtime.files.usage(alice.principal).used == used  # copies share chunks
-    assert client.get("/api/v1/files/a2/b/f.bin", auth=alice.auth).content == client.get("/api/v1/files/a/b/f.bin", auth=alice.auth).content
+    assert (
+        client.get("/api/v1/files/a2/b/f.bin", auth=alice.auth).content
+        == client.get("/api/v1/files/a/b/f.bin", auth=alice.auth).content
+    )
     client.put("/api/v1/files/x.txt", content=b"x", auth=alice.auth)
     client.put("/api/v1/files/y.txt", content=b"y", auth=alice.auth)
     r = client.post("/api/v1/move", json={"from": "/x.txt", "to": "/y.txt"}, auth=alice.auth)
     assert r.status_code == 409 and problem(r)["type"].endswith("already-exists")
-    r = client.post("/api/v1/move", json={"from": "/x.txt", "to": "/y.txt", "overwrite": True}, auth=alice.auth)
+    r = client.post(
+        "/api/v1/move", json={"from": "/x.txt", "to": "/y.txt", "overwrite": True}, auth=alice.auth
+    )
     assert r.status_code == 200 and r.json()["replaced"] is True
     assert client.get("/api/v1/files/y.txt", auth=alice.auth).content == b"x"
     # The replaced file is not lost: it is in the trash.
-    assert "y.txt" in [i["name"] for i in client.get("/api/v1/trash", auth=alice.auth).json()["items"]]
+    assert "y.txt" in [
+        i["name"] for i in client.get("/api/v1/trash", auth=alice.auth).json()["items"]
+    ]
     r = client.post("/api/v1/move", json={"from": "/y.txt", "to": "/renamed.txt"}, auth=alice.auth)
     assert r.json()["path"] == "/renamed.txt"
 
@@ -167,10 +189,12 @@ def test_quota_refusal_leaves_nothing(client, runtime: Runtime) -> None:
     body = problem(r)
     assert body["used_bytes"] == used and body["quota_bytes"] == 2 * 1024 * 1024
     assert "MiB" in body["detail"]
+
     # Unknown length (chunked): refused mid-stream, and nothing of it stays.
     def gen():
         for _ in range(12):
             yield os.urandom(256 * 1024)
+
     r = client.put("/api/v1/files/big", content=gen(), auth=acct.auth)
     assert r.status_code == 507
     assert client.get("/api/v1/files/big", auth=acct.auth).status_code == 404
@@ -190,7 +214,9 @@ def test_concurrent_uploads_cannot_overshoot_quota(runtime: Runtime, announced: 
     def upload(i: int) -> None:
         try:
             up = begin_upload(
-                runtime.files, acct.principal, parse_path(f"/f{i}"),
+                runtime.files,
+                acct.principal,
+                parse_path(f"/f{i}"),
                 expected_size=3 * 1024 * 1024 if announced else None,
             )
             data = random.Random(i).randbytes(3 * 1024 * 1024)
@@ -219,7 +245,9 @@ def test_concurrent_uploads_cannot_overshoot_quota(runtime: Runtime, announced: 
     assert runtime.files.usage(acct.principal).used <= quota
 
 
-def test_dedup_within_client_and_empty_trash_frees_space(client, runtime: Runtime, alice: Account) -> None:
+def test_dedup_within_client_and_empty_trash_frees_space(
+    client, runtime: Runtime, alice: Account
+) -> None:
     data = os.urandom(2 * 1024 * 1024)
     client.put("/api/v1/files/one", content=data, auth=alice.auth)
     used = runtime.files.usage(alice.principal).used

@@ -9,8 +9,14 @@ from allset.core.units import format_size, parse_deadline, parse_duration, parse
 
 @pytest.mark.parametrize(
     ("bad", "why"),
-    [("", "empty"), (".", "reserved"), ("..", "reserved"), ("a\x00b", "NUL"), ("a/b", "'/'"),
-     ("é" * 128, "255 bytes")],
+    [
+        ("", "empty"),
+        (".", "reserved"),
+        ("..", "reserved"),
+        ("a\x00b", "NUL"),
+        ("a/b", "'/'"),
+        ("é" * 128, "255 bytes"),
+    ],
 )
 def test_bad_names(bad: str, why: str) -> None:
     with pytest.raises(InvalidName, match=why):

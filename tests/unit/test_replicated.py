@@ -28,7 +28,7 @@ def test_put_writes_every_replica() -> None:
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_read_skips_bad_copy_and_repairs_it(damage: str) -> None:
-    store, a, b, events = setup()
+    store, a, _b, events = setup()
     d = hashlib.sha256(b"payload").hexdigest()
     store.put("t", d, b"payload")
     k = chunk_key("t", d)

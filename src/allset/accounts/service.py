@@ -138,7 +138,12 @@ class Accounts:
             t = self._tenant(s, name)
             t.bandwidth_up, t.bandwidth_down = up, down
             s.add(
-                Event(tenant_id=t.id, actor=actor, kind="tenant.limit", detail={"up": up, "down": down})
+                Event(
+                    tenant_id=t.id,
+                    actor=actor,
+                    kind="tenant.limit",
+                    detail={"up": up, "down": down},
+                )
             )
             return tenant_view(t)
 
@@ -233,7 +238,9 @@ class Accounts:
                     credentials_epoch=0,
                 )
             )
-            s.add(Event(tenant_id=None, actor="init", kind="operator.create", detail={"email": email}))
+            s.add(
+                Event(tenant_id=None, actor="init", kind="operator.create", detail={"email": email})
+            )
             return password
 
     # ---- credentials ---------------------------------------------------------------
@@ -282,7 +289,12 @@ class Accounts:
         )
         if kind == "app_password":
             s.add(
-                Event(tenant_id=user.tenant_id, actor=actor, kind="token.create", detail={"name": name})
+                Event(
+                    tenant_id=user.tenant_id,
+                    actor=actor,
+                    kind="token.create",
+                    detail={"name": name},
+                )
             )
         return {
             "id": cid,

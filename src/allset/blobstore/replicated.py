@@ -116,7 +116,7 @@ class ReplicatedStore:
     def keys(self) -> Iterator[str]:
         seen: set[str] = set()
         for r in self.replicas:
-            for k in r.keys():
+            for k in r.keys():  # noqa: SIM118 - Backend.keys() is a method, not a dict
                 if k not in seen:
                     seen.add(k)
                     yield k

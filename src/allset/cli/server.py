@@ -64,7 +64,11 @@ def _runtime(ctx: click.Context) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), help="Data directory (default $ALLSET_DATA or ./allset-data).")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data directory (default $ALLSET_DATA or ./allset-data).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.version_option(package_name="allset")
 @click.pass_context
@@ -89,8 +93,16 @@ def _data_option(fn: Callable[..., Any]) -> Callable[..., Any]:
             ctx.find_root().obj["json"] = True
         return value
 
-    fn = click.option("--data", type=click.Path(file_okay=False, path_type=Path), expose_value=False, callback=set_data, help="Data directory.")(fn)
-    return click.option("--json", is_flag=True, expose_value=False, callback=set_json, help="JSON output.")(fn)
+    fn = click.option(
+        "--data",
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        callback=set_data,
+        help="Data directory.",
+    )(fn)
+    return click.option(
+        "--json", is_flag=True, expose_value=False, callback=set_json, help="JSON output."
+    )(fn)
 
 
 def _print_init(result: Any, url: str | None = None) -> None:
@@ -116,11 +128,27 @@ def init(ctx: click.Context) -> None:
     result = initialise(_settings(ctx))
     _out(
         ctx,
-        {"data": str(_settings(ctx).data_dir), "created": result.created, "fingerprint": result.fingerprint,
-         "operator_email": result.operator_email, "operator_password": result.operator_password},
-        lambda d: (f"Initialised {d['data']}" if d["created"] else f"{d['data']} was already initialised")
-        + (f"\nTLS certificate SHA-256 fingerprint: {d['fingerprint']}" if d["fingerprint"] else "")
-        + (f"\nOperator {d['operator_email']}, one-time password (shown once): {d['operator_password']}" if d["operator_password"] else ""),
+        {
+            "data": str(_settings(ctx).data_dir),
+            "created": result.created,
+            "fingerprint": result.fingerprint,
+            "operator_email": result.operator_email,
+            "operator_password": result.operator_password,
+        },
+        lambda d: (
+            (f"Initialised {d['data']}" if d["created"] else f"{d['data']} was already initialised")
+            + (
+                f"\nTLS certificate SHA-256 fingerprint: {d['fingerprint']}"
+                if d["fingerprint"]
+                else ""
+            )
+            + (
+                f"\nOperator {d['operator_email']}, one-time password (shown once): "
+                f"{d['operator_password']}"
+                if d["operator_password"]
+                else ""
+            )
+        ),
     )
 
 
@@ -128,7 +156,12 @@ def init(ctx: click.Context) -> None:
 @_data_option
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8443; 0 picks a free one).")
-@click.option("--plain-http", is_flag=True, default=None, help="Serve plain HTTP; ONLY behind a TLS-terminating reverse proxy.")
+@click.option(
+    "--plain-http",
+    is_flag=True,
+    default=None,
+    help="Serve plain HTTP; ONLY behind a TLS-terminating reverse proxy.",
+)
 @click.pass_context
 @friendly
 def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bool | None) -> None:
@@ -138,7 +171,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
     from allset.observability import configure_logging
     from allset.runtime import build_runtime, initialise
     from allset.server.app import build_app
-    from allset.server.tls import harden
+    from allset.tls import harden
 
     settings = _settings(ctx, host=host, port=port, plain_http=plain_http)
     configure_logging(settings.log_json, settings.log_level)
@@ -151,7 +184,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
-        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; choose another --port.")
+        _fail(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "choose another --port."
+        )
     actual_port = sock.getsockname()[1]
     config = uvicorn.Config(
         build_app(runtime, tls=tls),
@@ -172,7 +208,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
     scheme = "https" if tls else "http"
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if not tls:
-        click.echo("WARNING: plain HTTP; only run this behind a TLS-terminating reverse proxy (R-SEC-1).", err=True)
+        click.echo(
+            "WARNING: plain HTTP; only run this behind a TLS-terminating reverse proxy (R-SEC-1).",
+            err=True,
+        )
     _print_init(result, f"{scheme}://{shown_host}:{actual_port}/")
     sys.stdout.flush()
     server = uvicorn.Server(config)
@@ -200,7 +239,9 @@ def _tenant_line(t: dict[str, Any]) -> str:
 @_data_option
 @click.argument("name")
 @click.option("--quota", default=None, help="Storage size, e.g. 100GiB (default from settings).")
-@click.option("--bandwidth", default=None, help="Rate each way, e.g. 100Mbit (default 100Mbit, R-BW-1).")
+@click.option(
+    "--bandwidth", default=None, help="Rate each way, e.g. 100Mbit (default 100Mbit, R-BW-1)."
+)
 @click.option("--contact-email", default="", help="Contact email (R-PRIV-1).")
 @click.option("--company", default="", help="Company name.")
 @click.option("--contact-name", default="", help="Contact person.")
@@ -208,7 +249,17 @@ def _tenant_line(t: dict[str, Any]) -> str:
 @click.option("--phone", multiple=True, help="Phone number (repeatable).")
 @click.pass_context
 @friendly
-def tenant_create(ctx: click.Context, name: str, quota: str | None, bandwidth: str | None, contact_email: str, company: str, contact_name: str, address: str, phone: tuple[str, ...]) -> None:
+def tenant_create(
+    ctx: click.Context,
+    name: str,
+    quota: str | None,
+    bandwidth: str | None,
+    contact_email: str,
+    company: str,
+    contact_name: str,
+    address: str,
+    phone: tuple[str, ...],
+) -> None:
     """Create a Client."""
     rt = _runtime(ctx)
     s = rt.settings
@@ -216,8 +267,11 @@ def tenant_create(ctx: click.Context, name: str, quota: str | None, bandwidth: s
         name,
         parse_size(quota) if quota else s.default_quota,
         parse_rate(bandwidth) if bandwidth else s.default_bandwidth,
-        contact_email=contact_email, company=company, contact_name=contact_name,
-        postal_address=address, phones=list(phone),
+        contact_email=contact_email,
+        company=company,
+        contact_name=contact_name,
+        postal_address=address,
+        phones=list(phone),
     )
     _out(ctx, t, lambda t: f"Created Client {t['name']} (id {t['id']})")
 
@@ -229,7 +283,11 @@ def tenant_create(ctx: click.Context, name: str, quota: str | None, bandwidth: s
 def tenant_list(ctx: click.Context) -> None:
     """List Clients with their usage."""
     rt = _runtime(ctx)
-    _out(ctx, rt.accounts.list_tenants(), lambda ts: "\n".join(_tenant_line(t) for t in ts) or "No Clients yet.")
+    _out(
+        ctx,
+        rt.accounts.list_tenants(),
+        lambda ts: "\n".join(_tenant_line(t) for t in ts) or "No Clients yet.",
+    )
 
 
 @tenant.command("show")
@@ -293,11 +351,15 @@ def user() -> None:
 @_data_option
 @click.option("--tenant", "tenant_name", required=True, help="The Client's name.")
 @click.argument("email")
-@click.option("--role", type=click.Choice(["owner", "admin", "member"]), default="member", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["owner", "admin", "member"]), default="member", show_default=True
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.pass_context
 @friendly
-def user_create(ctx: click.Context, tenant_name: str, email: str, role: str, password_stdin: bool) -> None:
+def user_create(
+    ctx: click.Context, tenant_name: str, email: str, role: str, password_stdin: bool
+) -> None:
     """Create a user (without a password, they sign in with app passwords only)."""
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     rt = _runtime(ctx)
@@ -314,7 +376,11 @@ def user_lost(ctx: click.Context, email: str) -> None:
     """R-SEC-2: revoke every session and app password of the account at once."""
     rt = _runtime(ctx)
     rt.accounts.report_lost_password(email, actor="operator-cli")
-    _out(ctx, {"email": email, "revoked": True}, lambda d: f"All credentials of {email} revoked; the password must be reset.")
+    _out(
+        ctx,
+        {"email": email, "revoked": True},
+        lambda d: f"All credentials of {email} revoked; the password must be reset.",
+    )
 
 
 @main.group()
@@ -355,9 +421,16 @@ def scrub(ctx: click.Context, repair: bool) -> None:
     }
 
     def human(d: dict[str, Any]) -> str:
-        lines = [f"{p['problem']} copy of {p['key']} on {p['replica']}" + (" — repaired" if p["repaired"] else "") for p in d["problems"]]
+        lines = [
+            f"{p['problem']} copy of {p['key']} on {p['replica']}"
+            + (" — repaired" if p["repaired"] else "")
+            for p in d["problems"]
+        ]
         lines += [f"UNRECOVERABLE: {k} has no valid copy" for k in d["unrecoverable"]]
-        lines.append(f"checked {d['checked']} chunks, {len(d['problems'])} bad copies, {len(d['unrecoverable'])} unrecoverable")
+        lines.append(
+            f"checked {d['checked']} chunks, {len(d['problems'])} bad copies, "
+            f"{len(d['unrecoverable'])} unrecoverable"
+        )
         return "\n".join(lines)
 
     _out(ctx, data, human)
@@ -375,7 +448,14 @@ def maintenance(ctx: click.Context) -> None:
 
     rt = _runtime(ctx)
     report = purge_expired(rt.files)
-    _out(ctx, report.__dict__, lambda d: f"purged {d['trashed_purged']} trashed items and {d['versions_purged']} old versions; space is freed by the running server")
+    _out(
+        ctx,
+        report.__dict__,
+        lambda d: (
+            f"purged {d['trashed_purged']} trashed items and {d['versions_purged']} old "
+            "versions; the running server frees their space"
+        ),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

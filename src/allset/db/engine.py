@@ -67,9 +67,7 @@ class Database:
             self.engine = _sqlite_engine(self.url, immediate=True)
             self.read_engine = _sqlite_engine(self.url, immediate=False)
         else:
-            self.engine = create_engine(
-                self.url, pool_size=10, max_overflow=30, pool_pre_ping=True
-            )
+            self.engine = create_engine(self.url, pool_size=10, max_overflow=30, pool_pre_ping=True)
             self.read_engine = self.engine
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)

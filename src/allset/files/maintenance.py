@@ -39,16 +39,35 @@ def purge_expired(svc: FileService, now: datetime | None = None) -> MaintenanceR
     cutoff = now - svc.retention
     report = MaintenanceReport()
     with svc.db.write() as s:
-        for node in list(s.scalars(select(Node).where(Node.trashed_at.is_not(None), Node.trashed_at < cutoff).limit(10_000))):
+        for node in list(
+            s.scalars(
+                select(Node)
+                .where(Node.trashed_at.is_not(None), Node.trashed_at < cutoff)
+                .limit(10_000)
+            )
+        ):
             report.trashed_purged += svc._destroy_subtree(s, node.tenant_id, node.id)
-        old = list(s.scalars(select(Version.id).where(Version.superseded_at.is_not(None), Version.superseded_at < cutoff).limit(50_000)))
+        old = list(
+            s.scalars(
+                select(Version.id)
+                .where(Version.superseded_at.is_not(None), Version.superseded_at < cutoff)
+                .limit(50_000)
+            )
+        )
         for i in range(0, len(old), 500):
             batch = old[i : i + 500]
             s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(batch)))
             s.execute(delete(Version).where(Version.id.in_(batch)))
         report.versions_purged = len(old)
         if report.trashed_purged or report.versions_purged:
-            s.add(Event(tenant_id=None, actor="retention", kind="retention.purge", detail={"nodes": report.trashed_purged, "versions": report.versions_purged}))
+            s.add(
+                Event(
+                    tenant_id=None,
+                    actor="retention",
+                    kind="retention.purge",
+                    detail={"nodes": report.trashed_purged, "versions": report.versions_purged},
+                )
+            )
     return report
 
 
@@ -58,9 +77,13 @@ def collect_chunks(svc: FileService, report: MaintenanceReport | None = None) ->
     with svc.db.read() as s:
         candidates = list(
             s.execute(
-                select(Chunk.tenant_id, Chunk.hash, Chunk.size).where(
-                    ~exists().where(VersionChunk.tenant_id == Chunk.tenant_id, VersionChunk.hash == Chunk.hash)
-                ).limit(100_000)
+                select(Chunk.tenant_id, Chunk.hash, Chunk.size)
+                .where(
+                    ~exists().where(
+                        VersionChunk.tenant_id == Chunk.tenant_id, VersionChunk.hash == Chunk.hash
+                    )
+                )
+                .limit(100_000)
             )
         )
     for tenant_id, digest, size in candidates:
@@ -69,17 +92,27 @@ def collect_chunks(svc: FileService, report: MaintenanceReport | None = None) ->
                 continue
             with svc.db.write() as s:
                 row = s.scalar(
-                    select(Chunk).where(Chunk.tenant_id == tenant_id, Chunk.hash == digest).with_for_update()
+                    select(Chunk)
+                    .where(Chunk.tenant_id == tenant_id, Chunk.hash == digest)
+                    .with_for_update()
                 )
                 if row is None:
                     continue
                 referenced = s.scalar(
-                    select(exists().where(VersionChunk.tenant_id == tenant_id, VersionChunk.hash == digest))
+                    select(
+                        exists().where(
+                            VersionChunk.tenant_id == tenant_id, VersionChunk.hash == digest
+                        )
+                    )
                 )
                 if referenced:
                     continue
                 s.delete(row)
-                s.execute(update(Tenant).where(Tenant.id == tenant_id).values(used_bytes=Tenant.used_bytes - size))
+                s.execute(
+                    update(Tenant)
+                    .where(Tenant.id == tenant_id)
+                    .values(used_bytes=Tenant.used_bytes - size)
+                )
             # The row is gone (committed) before the bytes: a crash in between leaves an
             # orphan file, never a row pointing at nothing.
             svc.store.delete(tenant_id, digest)
@@ -88,7 +121,9 @@ def collect_chunks(svc: FileService, report: MaintenanceReport | None = None) ->
     return report
 
 
-def collect_orphans(svc: FileService, grace_seconds: float, report: MaintenanceReport | None = None) -> MaintenanceReport:
+def collect_orphans(
+    svc: FileService, grace_seconds: float, report: MaintenanceReport | None = None
+) -> MaintenanceReport:
     """Files on the volumes with no chunk row: writes that never committed (crash)."""
     report = report or MaintenanceReport()
     report.temp_files += svc.store.cleanup_temporary()
@@ -105,7 +140,11 @@ def collect_orphans(svc: FileService, grace_seconds: float, report: MaintenanceR
             svc.store.delete_key(key)
             report.orphan_files += 1
     if report.orphan_files or report.temp_files:
-        log.info("reclaimed %d orphan chunk files and %d temp files", report.orphan_files, report.temp_files)
+        log.info(
+            "reclaimed %d orphan chunk files and %d temp files",
+            report.orphan_files,
+            report.temp_files,
+        )
     return report
 
 
@@ -118,18 +157,26 @@ def run_all(svc: FileService, grace_seconds: float) -> MaintenanceReport:
 
 def scrub(svc: FileService, repair: bool) -> ScrubReport:
     """Verify every copy of every chunk the database knows (R-STORE-4)."""
+
     def expected() -> Any:
         last = ("", "")
         while True:
             with svc.db.read() as s:
-                rows = list(s.execute(
-                    select(Chunk.tenant_id, Chunk.hash)
-                    .where((Chunk.tenant_id > last[0]) | ((Chunk.tenant_id == last[0]) & (Chunk.hash > last[1])))
-                    .order_by(Chunk.tenant_id, Chunk.hash).limit(1000)
-                ))
+                rows = list(
+                    s.execute(
+                        select(Chunk.tenant_id, Chunk.hash)
+                        .where(
+                            (Chunk.tenant_id > last[0])
+                            | ((Chunk.tenant_id == last[0]) & (Chunk.hash > last[1]))
+                        )
+                        .order_by(Chunk.tenant_id, Chunk.hash)
+                        .limit(1000)
+                    )
+                )
             if not rows:
                 return
             for r in rows:
                 yield (r[0], r[1])
             last = (rows[-1][0], rows[-1][1])
+
     return svc.store.scrub(expected(), repair)

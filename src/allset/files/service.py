@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from allset.blobstore.replicated import ReplicatedStore
@@ -22,8 +22,8 @@ from allset.core.errors import (
     PreconditionFailed,
 )
 from allset.core.ids import new_id
+from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
-from allset.core.paths import ROOT, RemotePath, parse_path
 from allset.db.engine import Database
 from allset.db.models import Event, Node, Tenant, Version, VersionChunk, utcnow
 from allset.files.entries import ChunkRef, Entry, Readable
@@ -143,11 +143,17 @@ class FileService:
             cur = s.get(Node, cur.parent_id)
         return RemotePath(tuple(reversed(parts)))
 
-    def _event(self, s: Session, p: Principal, kind: str, node: Node, path: RemotePath, **detail: Any) -> None:
+    def _event(
+        self, s: Session, p: Principal, kind: str, node: Node, path: RemotePath, **detail: Any
+    ) -> None:
         s.add(
             Event(
-                tenant_id=p.tenant_id, actor=p.email, kind=kind, node_id=node.id,
-                path=str(path), detail=detail,
+                tenant_id=p.tenant_id,
+                actor=p.email,
+                kind=kind,
+                node_id=node.id,
+                path=str(path),
+                detail=detail,
             )
         )
 
@@ -192,7 +198,9 @@ class FileService:
             entries = [_entry(r, RemotePath((*rp.parts, r.name))) for r in rows]
             return _entry(node, rp), entries, (rows[-1].name if more else None)
 
-    def open_read(self, p: Principal, path: str | RemotePath, version: str | None = None) -> Readable:
+    def open_read(
+        self, p: Principal, path: str | RemotePath, version: str | None = None
+    ) -> Readable:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.read() as s:
@@ -206,13 +214,22 @@ class FileService:
                 raise NotFound(f"No version {version!r} of {rp}.")
             if version:
                 entry = Entry(
-                    id=node.id, name=node.name, path=str(rp), kind="file", size=v.size,
-                    sha256=v.sha256, mtime=v.mtime, created_at=node.created_at, version=v.id,
+                    id=node.id,
+                    name=node.name,
+                    path=str(rp),
+                    kind="file",
+                    size=v.size,
+                    sha256=v.sha256,
+                    mtime=v.mtime,
+                    created_at=node.created_at,
+                    version=v.id,
                 )
             chunks = tuple(
                 ChunkRef(c.hash, c.offset, c.size)
                 for c in s.scalars(
-                    select(VersionChunk).where(VersionChunk.version_id == v.id).order_by(VersionChunk.seq)
+                    select(VersionChunk)
+                    .where(VersionChunk.version_id == v.id)
+                    .order_by(VersionChunk.seq)
                 )
             )
             return Readable(entry, p.tenant_id, chunks)
@@ -247,7 +264,11 @@ class FileService:
         if rp.is_root:
             raise AlreadyExists("The root folder always exists.")
         with self.db.write() as s:
-            parent = self._mkdirs(s, p, rp.parent) if parents else self._need_dir(s, p.tenant_id, rp.parent)
+            parent = (
+                self._mkdirs(s, p, rp.parent)
+                if parents
+                else self._need_dir(s, p.tenant_id, rp.parent)
+            )
             existing = self._child(s, p.tenant_id, parent.id, rp.name)
             if existing is not None:
                 if parents and existing.kind == "dir":
@@ -259,8 +280,16 @@ class FileService:
     def _new_dir(self, s: Session, p: Principal, parent: Node, rp: RemotePath) -> Node:
         now = utcnow()
         node = Node(
-            id=new_id(), tenant_id=p.tenant_id, parent_id=parent.id, name=rp.name, kind="dir",
-            size=0, sha256="", mtime=now, created_at=now, updated_at=now,
+            id=new_id(),
+            tenant_id=p.tenant_id,
+            parent_id=parent.id,
+            name=rp.name,
+            kind="dir",
+            size=0,
+            sha256="",
+            mtime=now,
+            created_at=now,
+            updated_at=now,
         )
         s.add(node)
         parent.mtime = parent.updated_at = now
@@ -329,7 +358,9 @@ class FileService:
                 raise Conflict("A folder cannot be moved or copied into itself.")
             cur = s.get(Node, cur.parent_id) if cur.parent_id else None
 
-    def move(self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False) -> tuple[Entry, bool]:
+    def move(
+        self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False
+    ) -> tuple[Entry, bool]:
         sp = src if isinstance(src, RemotePath) else parse_path(src)
         dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
         self._writable(p)
@@ -349,7 +380,9 @@ class FileService:
             self._event(s, p, "move", node, dp, source=str(sp))
             return _entry(node, dp), replaced
 
-    def copy(self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False) -> tuple[Entry, bool]:
+    def copy(
+        self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False
+    ) -> tuple[Entry, bool]:
         """Copies share chunks with the original: no bytes are stored twice (dedup)."""
         sp = src if isinstance(src, RemotePath) else parse_path(src)
         dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
@@ -368,14 +401,26 @@ class FileService:
             self._event(s, p, "copy", copied, dp, source=str(sp))
             return _entry(copied, dp), replaced
 
-    def _copy_node(self, s: Session, p: Principal, node: Node, parent: Node, name: str, budget: list[int]) -> Node:
+    def _copy_node(
+        self, s: Session, p: Principal, node: Node, parent: Node, name: str, budget: list[int]
+    ) -> Node:
         budget[0] -= 1
         if budget[0] < 0:
-            raise InvalidInput("Copy aborted: more than 200,000 entries; copy sub-folders separately.")
+            raise InvalidInput(
+                "Copy aborted: more than 200,000 entries; copy sub-folders separately."
+            )
         now = utcnow()
         new = Node(
-            id=new_id(), tenant_id=p.tenant_id, parent_id=parent.id, name=name, kind=node.kind,
-            size=node.size, sha256=node.sha256, mtime=node.mtime, created_at=now, updated_at=now,
+            id=new_id(),
+            tenant_id=p.tenant_id,
+            parent_id=parent.id,
+            name=name,
+            kind=node.kind,
+            size=node.size,
+            sha256=node.sha256,
+            mtime=node.mtime,
+            created_at=now,
+            updated_at=now,
         )
         s.add(new)
         s.flush()
@@ -383,16 +428,39 @@ class FileService:
             v = s.get(Version, node.version_id)
             assert v is not None
             nv = Version(
-                id=new_id(), tenant_id=p.tenant_id, node_id=new.id, size=v.size, sha256=v.sha256,
-                mtime=v.mtime, created_at=now, created_by=p.id,
+                id=new_id(),
+                tenant_id=p.tenant_id,
+                node_id=new.id,
+                size=v.size,
+                sha256=v.sha256,
+                mtime=v.mtime,
+                created_at=now,
+                created_by=p.id,
             )
             s.add(nv)
             s.flush()
             for c in s.scalars(select(VersionChunk).where(VersionChunk.version_id == v.id)):
-                s.add(VersionChunk(version_id=nv.id, seq=c.seq, tenant_id=p.tenant_id, hash=c.hash, offset=c.offset, size=c.size))
+                s.add(
+                    VersionChunk(
+                        version_id=nv.id,
+                        seq=c.seq,
+                        tenant_id=p.tenant_id,
+                        hash=c.hash,
+                        offset=c.offset,
+                        size=c.size,
+                    )
+                )
             new.version_id = nv.id
         elif node.kind == "dir":
-            for child in list(s.scalars(select(Node).where(Node.tenant_id == p.tenant_id, Node.parent_id == node.id, Node.trashed_at.is_(None)))):
+            for child in list(
+                s.scalars(
+                    select(Node).where(
+                        Node.tenant_id == p.tenant_id,
+                        Node.parent_id == node.id,
+                        Node.trashed_at.is_(None),
+                    )
+                )
+            ):
                 self._copy_node(s, p, child, new, child.name, budget)
         return new
 
@@ -405,14 +473,21 @@ class FileService:
             if node.kind != "file":
                 raise Conflict(f"{rp} is a folder; folders have no versions.")
             rows = s.scalars(
-                select(Version).where(Version.tenant_id == p.tenant_id, Version.node_id == node.id)
+                select(Version)
+                .where(Version.tenant_id == p.tenant_id, Version.node_id == node.id)
                 .order_by(Version.created_at.desc())
             )
             return [
                 {
-                    "version": v.id, "size": v.size, "sha256": v.sha256, "mtime": v.mtime.isoformat(),
-                    "created_at": v.created_at.isoformat(), "current": v.id == node.version_id,
-                    "expires_at": (v.superseded_at + self.retention).isoformat() if v.superseded_at else None,
+                    "version": v.id,
+                    "size": v.size,
+                    "sha256": v.sha256,
+                    "mtime": v.mtime.isoformat(),
+                    "created_at": v.created_at.isoformat(),
+                    "current": v.id == node.version_id,
+                    "expires_at": (v.superseded_at + self.retention).isoformat()
+                    if v.superseded_at
+                    else None,
                 }
                 for v in rows
             ]
@@ -426,17 +501,39 @@ class FileService:
             v = s.get(Version, version)
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
-            refs = [(c.hash, c.offset, c.size) for c in s.scalars(select(VersionChunk).where(VersionChunk.version_id == v.id).order_by(VersionChunk.seq))]
+            refs = [
+                (c.hash, c.offset, c.size)
+                for c in s.scalars(
+                    select(VersionChunk)
+                    .where(VersionChunk.version_id == v.id)
+                    .order_by(VersionChunk.seq)
+                )
+            ]
             self._new_version(s, p, node, v.size, v.sha256, v.mtime, refs)
             self._event(s, p, "restore-version", node, rp, version=version)
             return _entry(node, rp)
 
     def _new_version(
-        self, s: Session, p: Principal, node: Node, size: int, sha256: str, mtime: datetime,
+        self,
+        s: Session,
+        p: Principal,
+        node: Node,
+        size: int,
+        sha256: str,
+        mtime: datetime,
         refs: list[tuple[str, int, int]],
     ) -> Version:
         now = utcnow()
-        v = Version(id=new_id(), tenant_id=p.tenant_id, node_id=node.id, size=size, sha256=sha256, mtime=mtime, created_at=now, created_by=p.id)
+        v = Version(
+            id=new_id(),
+            tenant_id=p.tenant_id,
+            node_id=node.id,
+            size=size,
+            sha256=sha256,
+            mtime=mtime,
+            created_at=now,
+            created_by=p.id,
+        )
         s.add(v)
         s.flush()
         s.add_all(
@@ -444,8 +541,16 @@ class FileService:
             for i, (h, o, n) in enumerate(refs)
         )
         if node.version_id:
-            s.execute(update(Version).where(Version.id == node.version_id).values(superseded_at=now))
-        node.version_id, node.size, node.sha256, node.mtime, node.updated_at = v.id, size, sha256, mtime, now
+            s.execute(
+                update(Version).where(Version.id == node.version_id).values(superseded_at=now)
+            )
+        node.version_id, node.size, node.sha256, node.mtime, node.updated_at = (
+            v.id,
+            size,
+            sha256,
+            mtime,
+            now,
+        )
         return v
 
     # ---- trash ---------------------------------------------------------------------
@@ -453,15 +558,22 @@ class FileService:
         self._writable(p)
         with self.db.read() as s:
             rows = s.scalars(
-                select(Node).where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
-                .order_by(Node.trashed_at.desc()).limit(10_000)
+                select(Node)
+                .where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
+                .order_by(Node.trashed_at.desc())
+                .limit(10_000)
             )
             return [
                 {
-                    "id": n.id, "name": n.name, "original_path": n.trashed_path,
-                    "type": "folder" if n.kind == "dir" else "file", "size": n.size,
+                    "id": n.id,
+                    "name": n.name,
+                    "original_path": n.trashed_path,
+                    "type": "folder" if n.kind == "dir" else "file",
+                    "size": n.size,
                     "trashed_at": n.trashed_at.isoformat() if n.trashed_at else None,
-                    "expires_at": (n.trashed_at + self.retention).isoformat() if n.trashed_at else None,
+                    "expires_at": (n.trashed_at + self.retention).isoformat()
+                    if n.trashed_at
+                    else None,
                 }
                 for n in rows
             ]
@@ -488,7 +600,13 @@ class FileService:
                 name = f"{stem} (restored {i}){dot}{ext}"
             else:
                 raise Conflict("Too many items with this name; rename them first.")
-            n.parent_id, n.name, n.trashed_at, n.trashed_path, n.updated_at = parent.id, name, None, "", utcnow()
+            n.parent_id, n.name, n.trashed_at, n.trashed_path, n.updated_at = (
+                parent.id,
+                name,
+                None,
+                "",
+                utcnow(),
+            )
             s.flush()
             rp = RemotePath((*original.parent.parts, name))
             self._event(s, p, "restore", n, rp)
@@ -499,14 +617,27 @@ class FileService:
         self._writable(p)
         with self.db.write() as s:
             if node_id is None:
-                ids = list(s.scalars(select(Node.id).where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))))
+                ids = list(
+                    s.scalars(
+                        select(Node.id).where(
+                            Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None)
+                        )
+                    )
+                )
             else:
                 ids = [self._trashed(s, p, node_id).id]
             count = 0
             for i in ids:
                 count += self._destroy_subtree(s, p.tenant_id, i)
             if ids:
-                s.add(Event(tenant_id=p.tenant_id, actor=p.email, kind="trash.purge", detail={"items": len(ids)}))
+                s.add(
+                    Event(
+                        tenant_id=p.tenant_id,
+                        actor=p.email,
+                        kind="trash.purge",
+                        detail={"items": len(ids)},
+                    )
+                )
         return count
 
     def _destroy_subtree(self, s: Session, tenant_id: str, node_id: str) -> int:
@@ -516,15 +647,28 @@ class FileService:
         while stack:
             nid = stack.pop()
             order.append(nid)
-            stack.extend(s.scalars(select(Node.id).where(Node.tenant_id == tenant_id, Node.parent_id == nid)))
+            stack.extend(
+                s.scalars(select(Node.id).where(Node.tenant_id == tenant_id, Node.parent_id == nid))
+            )
         for nid in reversed(order):
-            vids = list(s.scalars(select(Version.id).where(Version.tenant_id == tenant_id, Version.node_id == nid)))
+            vids = list(
+                s.scalars(
+                    select(Version.id).where(Version.tenant_id == tenant_id, Version.node_id == nid)
+                )
+            )
             if vids:
-                s.execute(VersionChunk.__table__.delete().where(VersionChunk.version_id.in_(vids)))
-                s.execute(Version.__table__.delete().where(Version.id.in_(vids)))
-            s.execute(Node.__table__.delete().where(Node.id == nid, Node.tenant_id == tenant_id))
+                s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(vids)))
+                s.execute(delete(Version).where(Version.id.in_(vids)))
+            s.execute(delete(Node).where(Node.id == nid, Node.tenant_id == tenant_id))
         return len(order)
 
     def count_live_files(self, tenant_id: str) -> int:
         with self.db.read() as s:
-            return int(s.scalar(select(func.count()).where(Node.tenant_id == tenant_id, Node.kind == "file", Node.trashed_at.is_(None))) or 0)
+            return int(
+                s.scalar(
+                    select(func.count()).where(
+                        Node.tenant_id == tenant_id, Node.kind == "file", Node.trashed_at.is_(None)
+                    )
+                )
+                or 0
+            )

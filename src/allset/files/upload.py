@@ -13,6 +13,7 @@ Ordering is the data-safety argument (R-STORE-4):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -176,7 +177,9 @@ class Upload:
             if charge:
                 done = s.execute(
                     update(Tenant)
-                    .where(Tenant.id == self.tenant, Tenant.used_bytes + charge <= Tenant.quota_bytes)
+                    .where(
+                        Tenant.id == self.tenant, Tenant.used_bytes + charge <= Tenant.quota_bytes
+                    )
                     .values(used_bytes=Tenant.used_bytes + charge)
                 )
                 if done.rowcount != 1:  # type: ignore[attr-defined]
@@ -186,14 +189,30 @@ class Upload:
                 now = utcnow()
                 s.execute(
                     insert(Chunk),
-                    [{"tenant_id": self.tenant, "hash": d, "size": self._leased[d], "created_at": now} for d in new],
+                    [
+                        {
+                            "tenant_id": self.tenant,
+                            "hash": d,
+                            "size": self._leased[d],
+                            "created_at": now,
+                        }
+                        for d in new
+                    ],
                 )
             created = node is None
             if node is None:
                 now = utcnow()
                 node = Node(
-                    id=new_id(), tenant_id=self.tenant, parent_id=parent.id, name=rp.name,
-                    kind="file", size=0, sha256="", mtime=mtime, created_at=now, updated_at=now,
+                    id=new_id(),
+                    tenant_id=self.tenant,
+                    parent_id=parent.id,
+                    name=rp.name,
+                    kind="file",
+                    size=0,
+                    sha256="",
+                    mtime=mtime,
+                    created_at=now,
+                    updated_at=now,
                 )
                 s.add(node)
                 s.flush()
@@ -217,10 +236,9 @@ class Upload:
                     with self.svc.db.read() as s:
                         committed = s.get(Chunk, (self.tenant, digest)) is not None
                     if not committed:
-                        try:
+                        # On failure the orphan collector finds it later.
+                        with contextlib.suppress(OSError):
                             store.delete(self.tenant, digest)
-                        except OSError:  # the collector will find it later
-                            pass
         if self._reserved:
             leases.unreserve(self.tenant, self._reserved)
             self._reserved = 0

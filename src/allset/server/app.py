@@ -99,8 +99,12 @@ class _StorageCollector:
         self.runtime = runtime
 
     def collect(self) -> Any:
-        used = GaugeMetricFamily("allset_storage_used_bytes", "Bytes stored per Client", labels=["tenant"])
-        quota = GaugeMetricFamily("allset_storage_quota_bytes", "Quota per Client", labels=["tenant"])
+        used = GaugeMetricFamily(
+            "allset_storage_used_bytes", "Bytes stored per Client", labels=["tenant"]
+        )
+        quota = GaugeMetricFamily(
+            "allset_storage_quota_bytes", "Quota per Client", labels=["tenant"]
+        )
         with self.runtime.db.read() as s:
             for name, u, q in s.execute(select(Tenant.name, Tenant.used_bytes, Tenant.quota_bytes)):
                 used.add_metric([name], u)
@@ -141,7 +145,9 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         except ValueError:
             loopback = False
         if not (loopback or settings.metrics_public):
-            return problem_response(404, "Not found", f"No such URL: {request.url.path}", "not-found")
+            return problem_response(
+                404, "Not found", f"No such URL: {request.url.path}", "not-found"
+            )
         data = await run_in_threadpool(generate_latest, REGISTRY)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
@@ -150,7 +156,9 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         for _ in range(10**9):  # bounded in count, effectively forever at any interval >= 5 s
             await asyncio.sleep(interval)
             try:
-                report = await run_in_threadpool(maintenance.run_all, runtime.files, settings.gc_grace_seconds)
+                report = await run_in_threadpool(
+                    maintenance.run_all, runtime.files, settings.gc_grace_seconds
+                )
                 log.info("maintenance", extra={"report": report.__dict__})
             except Exception:
                 log.exception("maintenance failed; will retry next cycle")
@@ -158,7 +166,9 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Reclaim what a crash left behind before taking new uploads.
-        report = await run_in_threadpool(maintenance.run_all, runtime.files, settings.gc_grace_seconds)
+        report = await run_in_threadpool(
+            maintenance.run_all, runtime.files, settings.gc_grace_seconds
+        )
         log.info("startup maintenance", extra={"report": report.__dict__})
         task = asyncio.create_task(maintenance_loop())
         try:

@@ -28,7 +28,9 @@ async def authenticate(conn: HTTPConnection, accounts: Accounts) -> Principal:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthenticated("Malformed Basic credentials: expected base64 of email:password.") from exc
+            raise Unauthenticated(
+                "Malformed Basic credentials: expected base64 of email:password."
+            ) from exc
         user, sep, password = decoded.partition(":")
         if not sep or not user:
             raise Unauthenticated("Malformed Basic credentials: expected email:password.")

@@ -73,7 +73,9 @@ class ObservabilityMiddleware:
             # The client still gets a clean answer, never a traceback.
             error_log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if not state["started"]:
-                resp = problem_response(500, "Internal error", "The server failed; the error was logged.")
+                resp = problem_response(
+                    500, "Internal error", "The server failed; the error was logged."
+                )
                 await resp(scope, receive, wrapped_send)
             state["status"] = state["status"] or 500
         finally:

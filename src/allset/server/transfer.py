@@ -82,7 +82,9 @@ def parse_digest(value: str | None) -> str | None:
     m = _DIGEST.search(value)
     if not m:
         if "sha-256" in value:
-            raise InvalidInput("Cannot read the sha-256 digest; send Repr-Digest: sha-256=:BASE64:.")
+            raise InvalidInput(
+                "Cannot read the sha-256 digest; send Repr-Digest: sha-256=:BASE64:."
+            )
         return None  # other algorithms: nothing we can check
     try:
         raw = base64.b64decode(m.group(1), validate=True)

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from allset.core.errors import InvalidInput, RangeNotSatisfiable
 from allset.core.principal import Principal
 from allset.files.entries import Entry
+from allset.files.service import check_etag
 from allset.files.upload import begin_upload
 from allset.server.rest.deps import path_after, principal, runtime
 from allset.server.transfer import (
@@ -79,8 +80,6 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
     headers = file_headers(e)
     if_match = request.headers.get("if-match")
     if if_match is not None:
-        from allset.files.service import check_etag
-
         check_etag(e.etag, if_match, None)
     if _not_modified(request, e):
         return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
@@ -106,7 +105,9 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
     return StreamingResponse(body, status_code=status, headers=headers)
 
 
-@router.put("/files/{path:path}", status_code=201, summary="Upload a file", openapi_extra=_BINARY_BODY)
+@router.put(
+    "/files/{path:path}", status_code=201, summary="Upload a file", openapi_extra=_BINARY_BODY
+)
 async def put_file(request: Request, caller: Caller) -> Response:
     """Streams the body (any size, constant memory). Conditional with If-Match /
     If-None-Match: *; optional Repr-Digest/Content-Digest sha-256 is verified; the

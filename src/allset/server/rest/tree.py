@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from allset.core.paths import parse_path
 from allset.core.principal import Principal
+from allset.files.maintenance import collect_chunks
 from allset.server.rest.deps import path_after, principal, runtime
 
 router = APIRouter(tags=["tree"])
@@ -25,14 +26,18 @@ class PathBody(BaseModel):
 class TransferBody(BaseModel):
     source: str = Field(alias="from")
     destination: str = Field(alias="to")
-    overwrite: bool = Field(False, description="Replace an existing destination (it goes to the trash)")
+    overwrite: bool = Field(
+        False, description="Replace an existing destination (it goes to the trash)"
+    )
 
 
 class RestoreBody(BaseModel):
     version: str
 
 
-@router.get("/tree/{path:path}", summary="Metadata of a file or folder; a folder lists entries, paged")
+@router.get(
+    "/tree/{path:path}", summary="Metadata of a file or folder; a folder lists entries, paged"
+)
 async def get_tree(
     request: Request,
     caller: Caller,
@@ -120,6 +125,4 @@ async def trash_empty(request: Request, caller: Caller) -> Response:
 
 def _collect(request: Request) -> None:
     """Emptying the trash frees space at once, as users expect, not at the next cycle."""
-    from allset.files.maintenance import collect_chunks
-
     collect_chunks(runtime(request).files)
