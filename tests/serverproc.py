@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ class ServerProcess:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         lines: list[str] = []
+        self.url, self.operator_password = "", None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode()
             if not line:
@@ -94,7 +96,7 @@ class ServerProcess:
         return self.data_dir / "tls" / "cert.pem"
 
     def client(self, **kw: Any) -> httpx.Client:
-        verify: Any = False if self.plain_http else str(self.cert)
+        verify: Any = True if self.plain_http else ssl.create_default_context(cafile=str(self.cert))
         return httpx.Client(base_url=self.url, verify=verify, timeout=60, **kw)
 
     def kill(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
@@ -27,7 +26,7 @@ async def authenticate(conn: HTTPConnection, accounts: Accounts) -> Principal:
     if scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII input
             raise Unauthenticated(
                 "Malformed Basic credentials: expected base64 of email:password."
             ) from exc
