@@ -105,9 +105,13 @@ def bob(runtime: Runtime) -> Account:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A real server subprocess over TLS on an ephemeral loopback port (SQLite)."""
-    proc = ServerProcess(tmp_path / "srv", env={"ALLSET_GC_GRACE_SECONDS": "0"})
+def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
+    """A real server subprocess over TLS on an ephemeral loopback port, on SQLite and on
+    PostgreSQL like every other database test."""
+    env = {"ALLSET_GC_GRACE_SECONDS": "0"}
+    if db_url:
+        env["ALLSET_DATABASE_URL"] = db_url
+    proc = ServerProcess(tmp_path / "srv", env=env)
     proc.start()
     yield proc
     proc.stop()
