@@ -21,13 +21,13 @@ from allset.core.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
-from allset.core.ids import new_id, new_secret
+from allset.core.ids import is_id, new_id, new_secret
 from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import Credential, Event, Node, Operator, Tenant, User, utcnow
 
 ROLES = ("owner", "admin", "member")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
 _TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 APP_PREFIX = "ap-"
 SESSION_PREFIX = "ss-"
@@ -273,6 +273,8 @@ class Accounts:
     def _issue(
         self, s: Session, user: User, kind: str, name: str, expires: datetime | None, actor: str
     ) -> dict[str, Any]:
+        if "\x00" in name:
+            raise InvalidInput("A name cannot contain the NUL character.")
         cid, secret = new_id(), new_secret(24)
         prefix = APP_PREFIX if kind == "app_password" else SESSION_PREFIX
         s.add(
@@ -350,7 +352,7 @@ class Accounts:
     def revoke_credential(self, principal: Principal, credential_id: str) -> None:
         """Another user's credential id answers 404, like anything not one's own."""
         with self.db.write() as s:
-            c = s.get(Credential, credential_id)
+            c = s.get(Credential, credential_id) if is_id(credential_id) else None
             owner = c and (c.operator_id if principal.is_operator else c.user_id)
             if c is None or owner != principal.id or c.revoked_at is not None:
                 raise NotFound("No such session or app password.")
@@ -368,9 +370,10 @@ class Accounts:
         """Account password sign-in, for users and operators; throttled per account+IP."""
         self._guard(email, ip)
         with self.db.read() as s:
-            user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
-            op = None
-            if user is None:
+            user, op = None, None
+            if "\x00" not in email:  # no account has one; PostgreSQL refuses it in a query
+                user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
+            if user is None and "\x00" not in email:
                 op = s.scalar(select(Operator).where(func.lower(Operator.email) == email.lower()))
             stored = (user.password_hash if user else op.password_hash if op else None) or ""
             ok = verify_secret(stored or DUMMY_HASH, password) and bool(stored)
@@ -414,7 +417,7 @@ class Accounts:
         if throttle:
             self._guard("", ip)
         prefix, cid, secret = token[:3], token[3 : 3 + ID_LEN], token[3 + ID_LEN :]
-        if prefix not in (APP_PREFIX, SESSION_PREFIX) or not secret:
+        if prefix not in (APP_PREFIX, SESSION_PREFIX) or not secret or not is_id(cid):
             if throttle:
                 self.throttle.failure("", ip)
             raise Unauthenticated("Invalid token.")

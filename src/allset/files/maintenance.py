@@ -71,13 +71,18 @@ def purge_expired(svc: FileService, now: datetime | None = None) -> MaintenanceR
     return report
 
 
-def collect_chunks(svc: FileService, report: MaintenanceReport | None = None) -> MaintenanceReport:
-    """Free chunks that no version references any more, and give their bytes back to the quota."""
+def collect_chunks(
+    svc: FileService, report: MaintenanceReport | None = None, only_tenant: str | None = None
+) -> MaintenanceReport:
+    """Free chunks that no version references any more, and give their bytes back to the
+    quota; ``only_tenant`` limits the pass to one Client (after it emptied its trash)."""
     report = report or MaintenanceReport()
+    only = [Chunk.tenant_id == only_tenant] if only_tenant else []
     with svc.db.read() as s:
         candidates = list(
             s.execute(
                 select(Chunk.tenant_id, Chunk.hash, Chunk.size)
+                .where(*only)
                 .where(
                     ~exists().where(
                         VersionChunk.tenant_id == Chunk.tenant_id, VersionChunk.hash == Chunk.hash

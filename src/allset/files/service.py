@@ -21,7 +21,7 @@ from allset.core.errors import (
     NotFound,
     PreconditionFailed,
 )
-from allset.core.ids import new_id
+from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
@@ -176,6 +176,8 @@ class FileService:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         limit = max(1, min(limit, MAX_PAGE))
+        if "\x00" in after:  # no name has one, and PostgreSQL refuses it in a query
+            raise InvalidInput("The cursor 'after' is a name from a listing; names have no NUL.")
         with self.db.read() as s:
             node = self._need(s, p.tenant_id, rp)
             if node.kind != "dir":
@@ -209,7 +211,7 @@ class FileService:
                 raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.")
             entry = _entry(node, rp)
             vid = version or node.version_id
-            v = s.get(Version, vid) if vid else None
+            v = s.get(Version, vid) if vid and is_id(vid) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
             if version:
@@ -498,7 +500,7 @@ class FileService:
         self._writable(p)
         with self.db.write() as s:
             node = self._need(s, p.tenant_id, rp)
-            v = s.get(Version, version)
+            v = s.get(Version, version) if is_id(version) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
             refs = [
@@ -579,7 +581,7 @@ class FileService:
             ]
 
     def _trashed(self, s: Session, p: Principal, node_id: str) -> Node:
-        n = s.get(Node, node_id)
+        n = s.get(Node, node_id) if is_id(node_id) else None
         if n is None or n.tenant_id != p.tenant_id or n.trashed_at is None:
             raise NotFound("No such item in the trash.")
         return n

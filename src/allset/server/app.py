@@ -39,6 +39,12 @@ async def _allset_error(request: Request, exc: Exception) -> Response:
     return from_error(exc)
 
 
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: answered in the API's one error format. Starlette re-raises it afterwards,
+    and ObservabilityMiddleware logs it with its traceback."""
+    return problem_response(500, "Internal error", "The server failed; the error was logged.")
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -67,6 +73,7 @@ HANDLERS: dict[Any, Any] = {
     AllsetError: _allset_error,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
+    Exception: _internal_error,
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from allset.core.errors import AllsetError, TooManyAttempts
+from allset.core.errors import AllsetError, RangeNotSatisfiable, TooManyAttempts
 
 PROBLEM_BASE = "https://allset.example/problems/"
 
@@ -37,4 +37,7 @@ def from_error(exc: AllsetError) -> Response:
     resp = problem_response(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
     if isinstance(exc, TooManyAttempts):
         resp.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, RangeNotSatisfiable) and isinstance(exc.extra.get("size"), int):
+        # RFC 9110 §15.5.17: a 416 says how long the representation is.
+        resp.headers["Content-Range"] = f"bytes */{exc.extra['size']}"
     return resp

@@ -111,7 +111,7 @@ async def trash_restore(request: Request, caller: Caller, item_id: str) -> JSONR
 async def trash_purge_one(request: Request, caller: Caller, item_id: str) -> Response:
     rt = runtime(request)
     await run_in_threadpool(rt.files.trash_purge, caller, item_id)
-    await run_in_threadpool(_collect, request)
+    await run_in_threadpool(collect_chunks, rt.files, None, caller.tenant_id)
     return Response(status_code=204)
 
 
@@ -119,10 +119,7 @@ async def trash_purge_one(request: Request, caller: Caller, item_id: str) -> Res
 async def trash_empty(request: Request, caller: Caller) -> Response:
     rt = runtime(request)
     await run_in_threadpool(rt.files.trash_purge, caller, None)
-    await run_in_threadpool(_collect, request)
+    # Emptying the trash frees space at once, as users expect, not at the next cycle.
+    await run_in_threadpool(collect_chunks, rt.files, None, caller.tenant_id)
     return Response(status_code=204)
 
-
-def _collect(request: Request) -> None:
-    """Emptying the trash frees space at once, as users expect, not at the next cycle."""
-    collect_chunks(runtime(request).files)
