@@ -97,7 +97,8 @@ class ServerProcess:
 
     def client(self, **kw: Any) -> httpx.Client:
         verify: Any = True if self.plain_http else ssl.create_default_context(cafile=str(self.cert))
-        return httpx.Client(base_url=self.url, verify=verify, timeout=60, **kw)
+        kw.setdefault("timeout", 60)
+        return httpx.Client(base_url=self.url, verify=verify, **kw)
 
     def kill(self) -> None:
         """kill -9: the crash a power cut or OOM killer would cause."""
