@@ -233,6 +233,12 @@ def test_damaged_replicas_are_read_correctly_repaired_and_scrubbed(server: Serve
         assert r.status_code == 206 and r.content == bodies["d.bin"][:lost_at]
         r = c.get("/api/v1/files/a.bin")
         assert r.status_code == 200 and r.content == bodies["a.bin"]
+        # A read that STARTS in the bad chunk is refused before any header goes out:
+        # a clean problem+json, not a 200 with a cut body.
+        r = c.get("/api/v1/files/d.bin", headers={"Range": f"bytes={lost_at}-"})
+        assert r.status_code == 500, r.status_code
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("/integrity")
     # The failed read wrote nothing over either copy.
     assert copy_state(srv, tenant_id, lost, "1") == "corrupt"
     assert copy_state(srv, tenant_id, lost, "2") == "corrupt"

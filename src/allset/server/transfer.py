@@ -52,10 +52,21 @@ def _next(it: Iterator[bytes]) -> bytes | None:
     return next(it, None)
 
 
-async def stream_blocks(it: Iterator[bytes]) -> AsyncIterator[bytes]:
+async def open_stream(it: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Read (and so verify) the first block *before* the status line goes out, so that a
+    file whose first chunk has no valid copy gets a clean error response; later failures
+    can only cut the body short (the client sees a length mismatch, never wrong bytes)."""
+    first = await run_in_threadpool(_next, it)
+    return _stream_blocks(first, it)
+
+
+async def _stream_blocks(first: bytes | None, it: Iterator[bytes]) -> AsyncIterator[bytes]:
     """Step a blocking generator in threads, one block ahead of the socket."""
+    if first is None:
+        return
     nxt: asyncio.Future[bytes | None] = asyncio.ensure_future(run_in_threadpool(_next, it))
     try:
+        yield first
         while True:
             block = await nxt
             if block is None:

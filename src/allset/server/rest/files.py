@@ -18,12 +18,12 @@ from allset.files.service import check_etag
 from allset.files.upload import begin_upload
 from allset.server.rest.deps import path_after, principal, runtime
 from allset.server.transfer import (
+    open_stream,
     parse_digest,
     parse_mtime,
     parse_range,
     pump_request,
     repr_digest,
-    stream_blocks,
 )
 
 router = APIRouter(tags=["files"])
@@ -69,7 +69,9 @@ def _not_modified(request: Request, e: Entry) -> bool:
     return False
 
 
-@router.api_route("/files/{path:path}", methods=["GET", "HEAD"], summary="Download a file")
+# Two routes, not one api_route(methods=[GET, HEAD]): OpenAPI needs one operationId each.
+@router.head("/files/{path:path}", summary="A file's headers, as GET without the body")
+@router.get("/files/{path:path}", summary="Download a file")
 async def get_file(request: Request, caller: Caller, version: str | None = None) -> Response:
     """Range, ETag, If-None-Match/If-Modified-Since (304), If-Match (412), If-Range.
     ``?version=ID`` reads an older version. Every chunk is verified as it is read."""
@@ -101,7 +103,7 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    body = stream_blocks(rt.files.iter_content(readable, start, end))
+    body = await open_stream(rt.files.iter_content(readable, start, end))
     return StreamingResponse(body, status_code=status, headers=headers)
 
 

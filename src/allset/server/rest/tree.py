@@ -122,4 +122,3 @@ async def trash_empty(request: Request, caller: Caller) -> Response:
     # Emptying the trash frees space at once, as users expect, not at the next cycle.
     await run_in_threadpool(collect_chunks, rt.files, None, caller.tenant_id)
     return Response(status_code=204)
-
