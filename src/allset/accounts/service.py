@@ -15,6 +15,7 @@ from allset.accounts.hashing import DUMMY_HASH, hash_secret, verify_secret
 from allset.accounts.throttle import LoginThrottle
 from allset.core.errors import (
     AlreadyExists,
+    Forbidden,
     InvalidInput,
     NotFound,
     Suspended,
@@ -261,6 +262,9 @@ class Accounts:
                 op = s.get(Operator, principal.id)
                 if op is None:
                     raise Unauthenticated("Unknown operator.")
+                if kind != "session":
+                    # Operator powers are not for unattended programs: sessions only.
+                    raise Forbidden("Operator accounts cannot have app passwords.")
                 return self._issue_operator(s, op, name)
             user = s.get(User, principal.id)
             if user is None:
@@ -437,13 +441,15 @@ class Accounts:
                 op = s.get(Operator, c.operator_id)
                 if op is None or op.credentials_epoch != c.epoch:
                     raise Unauthenticated("Invalid or revoked token.")
-                principal = Principal("operator", op.id, op.email, "", "operator", c.id)
+                principal = Principal("operator", op.id, op.email, "", "operator", c.id, c.kind)
             else:
                 user = s.get(User, c.user_id)
                 if user is None or user.disabled or user.credentials_epoch != c.epoch:
                     raise Unauthenticated("Invalid or revoked token.")
                 self._check_tenant(s.get(Tenant, user.tenant_id))
-                principal = Principal("user", user.id, user.email, user.tenant_id, user.role, c.id)
+                principal = Principal(
+                    "user", user.id, user.email, user.tenant_id, user.role, c.id, c.kind
+                )
         self._touch(c.id, ip)
         return principal
 

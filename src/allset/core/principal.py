@@ -15,6 +15,7 @@ class Principal:
     tenant_id: str
     role: str
     credential_id: str = ""
+    credential_kind: str = ""  # "session" | "app_password" | "" (account password)
 
     @property
     def is_operator(self) -> bool:

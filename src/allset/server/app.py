@@ -57,12 +57,18 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    titles = {404: "Not found", 405: "Method not allowed"}
+    titles = {400: "Invalid request", 404: "Not found", 405: "Method not allowed"}
+    slugs = {400: "invalid-input", 404: "not-found"}
+    detail = str(exc.detail)
+    if exc.status_code == 404:
+        detail = f"No such URL: {request.url.path}"
+    elif exc.status_code == 400 and "parsing the body" in detail:
+        detail = "The request body is not valid JSON (or not UTF-8); send a JSON object."
     resp = problem_response(
         exc.status_code,
         titles.get(exc.status_code, "Error"),
-        str(exc.detail) if exc.status_code != 404 else f"No such URL: {request.url.path}",
-        "not-found" if exc.status_code == 404 else "about:blank",
+        detail,
+        slugs.get(exc.status_code, "about:blank"),
     )
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v

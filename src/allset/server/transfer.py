@@ -83,6 +83,7 @@ def repr_digest(sha256_hex: str) -> str:
     return "sha-256=:" + base64.b64encode(bytes.fromhex(sha256_hex)).decode() + ":"
 
 
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _DIGEST = re.compile(r"sha-256\s*=\s*:([A-Za-z0-9+/=]+):")
 
 
@@ -133,12 +134,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     Several ranges are answered with the whole file, which RFC 9110 allows and which
     every client handles; malformed ranges are ignored the same way.
     """
-    if not header or not header.startswith("bytes=") or "," in header:
+    m = _RANGE.match(header or "")
+    if not m:
         return None
-    spec = header[6:].strip()
-    first, sep, last = spec.partition("-")
-    if not sep:
-        return None
+    first, last = m.group(1), m.group(2)
     try:
         if first == "":
             n = int(last)

@@ -46,7 +46,8 @@ async def login(request: Request, body: LoginBody) -> JSONResponse:
 @router.post("/auth/logout", status_code=204, summary="End the current session")
 async def logout(request: Request, caller: Caller) -> Response:
     rt = runtime(request)
-    if caller.credential_id:
+    # Only a session ends here; an app password sent by a program stays valid.
+    if caller.credential_id and caller.credential_kind == "session":
         await run_in_threadpool(rt.accounts.revoke_credential, caller, caller.credential_id)
     return Response(status_code=204)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 
 from allset.core.paths import RemotePath, decode_utf8, parse_path
@@ -33,3 +34,14 @@ def path_after(request: Request, marker: str) -> RemotePath:
     idx = raw.find(marker.encode())
     tail = raw[idx + len(marker) :] if idx >= 0 else b""
     return parse_path(decode_utf8(unquote_to_bytes(tail)))
+
+
+class AnyPathConvertor(PathConvertor):
+    """Like Starlette's ``path`` but across line feeds too: a name may hold any character
+    except NUL and '/', and a file that can be created must be reachable by every route.
+    Registered under the name ``path`` so that mounts and routes all use it."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("path", AnyPathConvertor())
