@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets as pysecrets
 import threading
 import time
+from collections import defaultdict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -26,10 +28,17 @@ _cache: dict[bytes, float] = {}
 _cache_lock = threading.Lock()
 CACHE_SECONDS = 300.0
 _CACHE_MAX = 50_000
+# Each argon2 check takes 64 MiB: eight connections of one client reconnecting at once
+# once reached 645 MB. So checks run at most one per core, and concurrent checks of the
+# same credential wait for the first one instead of repeating it.
+_argon2_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+_inflight: defaultdict[bytes, threading.Lock] = defaultdict(threading.Lock)
+_inflight_lock = threading.Lock()
 
 
 def hash_secret(secret: str) -> str:
-    return _hasher.hash(secret)
+    with _argon2_slots:
+        return _hasher.hash(secret)
 
 
 def _cache_id(stored_hash: str, secret: str) -> bytes:
@@ -39,20 +48,34 @@ def _cache_id(stored_hash: str, secret: str) -> bytes:
 def verify_secret(stored_hash: str, secret: str) -> bool:
     """True when ``secret`` matches; constant-time; cached for a few minutes on success."""
     cid = _cache_id(stored_hash, secret)
-    now = time.monotonic()
+    if _cached(cid):
+        return True
+    with _inflight_lock:
+        same = _inflight[cid]
+    try:
+        with same:  # a concurrent check of the same secret finishes first; reuse its answer
+            if _cached(cid):
+                return True
+            with _argon2_slots:
+                try:
+                    _hasher.verify(stored_hash, secret)
+                except (VerifyMismatchError, VerificationError, InvalidHashError):
+                    return False
+            with _cache_lock:
+                if len(_cache) >= _CACHE_MAX:
+                    _cache.clear()
+                _cache[cid] = time.monotonic() + CACHE_SECONDS
+            return True
+    finally:
+        with _inflight_lock:
+            if not same.locked():
+                _inflight.pop(cid, None)
+
+
+def _cached(cid: bytes) -> bool:
     with _cache_lock:
         until = _cache.get(cid)
-        if until is not None and until > now:
-            return True
-    try:
-        _hasher.verify(stored_hash, secret)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-    with _cache_lock:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[cid] = now + CACHE_SECONDS
-    return True
+        return until is not None and until > time.monotonic()
 
 
 # A hash to verify against when the account does not exist, so that timing does not

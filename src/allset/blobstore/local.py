@@ -7,6 +7,7 @@ progress, on the same file system so that the final rename is atomic.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from allset.blobstore.backend import ObjectMissing
 from allset.core.ids import new_secret
 
 _BOOT = new_secret(6)
+_SEQ = itertools.count()  # unique within this boot; next() is atomic under the GIL
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,7 +71,7 @@ class LocalBackend:
     def put(self, key: str, data: bytes | memoryview) -> None:
         final = self._path(key)
         self._ensure_dir(final.parent)
-        tmp = self._tmp / f"{_BOOT}-{new_secret(9)}.tmp"
+        tmp = self._tmp / f"{_BOOT}-{next(_SEQ)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
@@ -77,8 +79,9 @@ class LocalBackend:
                 written = os.write(fd, view)
                 view = view[written:]
             # Data must be on disk before the rename publishes it, or a crash could
-            # leave a complete-looking name over incomplete content.
-            os.fsync(fd)
+            # leave a complete-looking name over incomplete content. fdatasync is enough:
+            # it flushes the data and the size, and skips only the timestamps.
+            os.fdatasync(fd)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from allset.blobstore.backend import Backend, ObjectMissing, chunk_key
@@ -51,12 +51,25 @@ class ReplicatedStore:
         if not replicas:
             raise ValueError("at least one replica is required")
         self.replicas = replicas
-        self._pool = ThreadPoolExecutor(max_workers=max(2, 2 * len(replicas)))
+        # Several chunks per upload in flight, several uploads at once: fsync latency,
+        # not CPU, is what these threads wait on.
+        self._pool = ThreadPoolExecutor(max_workers=max(8, 8 * len(replicas)))
         self._on_repair = on_repair
 
     def put(self, tenant_id: str, digest_hex: str, data: bytes | memoryview) -> None:
+        self.wait(self.put_async(tenant_id, digest_hex, data))
+
+    def put_async(
+        self, tenant_id: str, digest_hex: str, data: bytes | memoryview
+    ) -> list[Future[None]]:
+        """Start writing to every replica; ``wait`` on the result before relying on it.
+
+        Lets an upload chunk and hash the next piece while earlier ones are fsynced."""
         key = chunk_key(tenant_id, digest_hex)
-        futures = [self._pool.submit(r.put, key, data) for r in self.replicas]
+        return [self._pool.submit(r.put, key, data) for r in self.replicas]
+
+    def wait(self, futures: list[Future[None]]) -> None:
+        """Block until every replica write finished; any failure fails the whole chunk."""
         errors = []
         for r, f in zip(self.replicas, futures, strict=True):
             try:

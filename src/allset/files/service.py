@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,21 +235,25 @@ class FileService:
             )
             return Readable(entry, p.tenant_id, chunks)
 
-    def iter_content(self, r: Readable, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """Yield bytes ``[start, end)`` of a version, each chunk verified before use.
-
-        Blocking: callers step this generator in a worker thread.
-        """
+    def plan_read(
+        self, r: Readable, start: int = 0, end: int | None = None
+    ) -> list[tuple[ChunkRef, int, int]]:
+        """The chunks covering ``[start, end)`` with the slice of each to send; the pieces
+        can then be read (and verified) in parallel by ``read_piece``."""
         end = r.entry.size if end is None else min(end, r.entry.size)
+        plan = []
         for c in r.chunks:
             if c.offset + c.size <= start:
                 continue
             if c.offset >= end:
                 break
-            data = self.store.get(r.tenant_id, c.digest)
-            lo = max(0, start - c.offset)
-            hi = min(c.size, end - c.offset)
-            yield data if (lo == 0 and hi == c.size) else data[lo:hi]
+            plan.append((c, max(0, start - c.offset), min(c.size, end - c.offset)))
+        return plan
+
+    def read_piece(self, tenant_id: str, ref: ChunkRef, lo: int, hi: int) -> bytes:
+        """One verified chunk, sliced. Blocking; thread-safe."""
+        data = self.store.get(tenant_id, ref.digest)
+        return data if (lo == 0 and hi == ref.size) else data[lo:hi]
 
     def usage(self, p: Principal) -> Usage:
         with self.db.read() as s:

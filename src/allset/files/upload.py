@@ -13,8 +13,11 @@ Ordering is the data-safety argument (R-STORE-4):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
+from collections import deque
+from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -38,6 +41,11 @@ from allset.files.service import _entry, check_etag
 
 if TYPE_CHECKING:
     from allset.files.service import FileService
+
+
+# Chunks written but not yet confirmed durable, per upload: enough to overlap chunking
+# and hashing with fsync, few enough to bound memory (at most 5 x 4 MiB).
+MAX_PENDING_CHUNKS = 4
 
 
 def quota_error(used: int, quota: int, needed: int, inflight: int = 0) -> QuotaExceeded:
@@ -85,6 +93,7 @@ class Upload:
         self._leased: dict[str, int] = {}
         self._written: set[str] = set()
         self._reserved = reserved
+        self._pending: deque[tuple[str, list[Future[None]]]] = deque()
         self._new_bytes = 0
         self._done = False
 
@@ -120,9 +129,16 @@ class Upload:
                 if inflight is not None:
                     raise quota_error(used, quota, need, inflight)
                 self._reserved += need
-            self.svc.store.put(self.tenant, digest, chunk)
-            leases.mark_durable(self.tenant, digest)
+            self._pending.append((digest, self.svc.store.put_async(self.tenant, digest, chunk)))
             self._written.add(digest)
+        while len(self._pending) > MAX_PENDING_CHUNKS:
+            self._settle_one()
+
+    def _settle_one(self) -> None:
+        digest, futures = self._pending.popleft()
+        self.svc.store.wait(futures)
+        # On every replica now: other uploads in flight may reuse it without rewriting.
+        self.svc.leases.mark_durable(self.tenant, digest)
 
     # ---- ending --------------------------------------------------------------------
     def commit(self) -> tuple[Entry, bool]:
@@ -130,6 +146,8 @@ class Upload:
         try:
             for chunk in self._chunker.finish():
                 self._add_chunk(chunk)
+            while self._pending:  # every chunk durable on every replica before the commit
+                self._settle_one()
             sha = self._hash.hexdigest()
             if self.expected_size is not None and self.size != self.expected_size:
                 raise DigestMismatch(
@@ -229,6 +247,9 @@ class Upload:
     def _release(self, delete_unused: bool) -> None:
         self._done = True
         leases, store = self.svc.leases, self.svc.store
+        # Writes still running must end before their chunks can be judged or deleted.
+        concurrent.futures.wait([f for _, fs in self._pending for f in fs])
+        self._pending.clear()
         for digest in self._leased:
             with leases.locked(self.tenant, digest):
                 left = leases.drop(self.tenant, digest)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from allset.core.errors import InvalidInput
+from allset.files.entries import ChunkRef
 from allset.files.upload import Upload
 
 BLOCK = 1 << 20
@@ -48,34 +50,48 @@ async def pump_request(request: Request, upload: Upload) -> None:
             await asyncio.wait([pending])
 
 
-def _next(it: Iterator[bytes]) -> bytes | None:
-    return next(it, None)
+READ_AHEAD = 3  # chunks read and verified in parallel ahead of the socket
+SEND_PIECE = 256 * 1024  # TLS encrypts each write into a growing buffer; smaller is faster
 
 
-async def open_stream(it: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Read (and so verify) the first block *before* the status line goes out, so that a
+async def open_stream(
+    read: Callable[[ChunkRef, int, int], bytes], plan: list[tuple[ChunkRef, int, int]]
+) -> AsyncIterator[bytes | memoryview]:
+    """Read (and so verify) the first chunk *before* the status line goes out, so that a
     file whose first chunk has no valid copy gets a clean error response; later failures
     can only cut the body short (the client sees a length mismatch, never wrong bytes)."""
-    first = await run_in_threadpool(_next, it)
-    return _stream_blocks(first, it)
+    pending: deque[asyncio.Future[bytes]] = deque()
+    todo = iter(plan)
 
-
-async def _stream_blocks(first: bytes | None, it: Iterator[bytes]) -> AsyncIterator[bytes]:
-    """Step a blocking generator in threads, one block ahead of the socket."""
-    if first is None:
-        return
-    nxt: asyncio.Future[bytes | None] = asyncio.ensure_future(run_in_threadpool(_next, it))
-    try:
-        yield first
-        while True:
-            block = await nxt
-            if block is None:
+    def refill() -> None:
+        while len(pending) < READ_AHEAD:
+            step = next(todo, None)
+            if step is None:
                 return
-            nxt = asyncio.ensure_future(run_in_threadpool(_next, it))
-            yield block
+            pending.append(asyncio.ensure_future(run_in_threadpool(read, *step)))
+
+    refill()
+    first = await pending[0] if pending else None
+    return _send(first, pending, refill)
+
+
+async def _send(
+    first: bytes | None, pending: deque[asyncio.Future[bytes]], refill: Callable[[], None]
+) -> AsyncIterator[bytes | memoryview]:
+    try:
+        while pending:
+            block = first if first is not None else await pending[0]
+            first = None
+            pending.popleft()
+            refill()
+            view = memoryview(block)
+            for i in range(0, len(view), SEND_PIECE):
+                yield view[i : i + SEND_PIECE]
     finally:
-        if not nxt.done():
-            await asyncio.wait([nxt])
+        for f in pending:
+            f.cancel()
+        if pending:
+            await asyncio.wait(list(pending))
 
 
 def repr_digest(sha256_hex: str) -> str:

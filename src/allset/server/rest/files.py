@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any
@@ -103,7 +104,10 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    body = await open_stream(rt.files.iter_content(readable, start, end))
+    body = await open_stream(
+        functools.partial(rt.files.read_piece, readable.tenant_id),
+        rt.files.plan_read(readable, start, end),
+    )
     return StreamingResponse(body, status_code=status, headers=headers)
 
 
