@@ -305,3 +305,27 @@ def test_streaming_upload_constant_memory_path(client, alice: Account, tmp_path:
     whole = b"".join(pieces)
     assert r.json()["sha256"] == sha(whole)
     assert client.get("/api/v1/files/streamed", auth=alice.auth).content == whole
+
+
+def test_concurrent_first_uploads_to_one_path(runtime: Runtime, alice: Account) -> None:
+    """Eight first uploads of the same path and bytes race on the same node and chunk
+    rows: none fails, the file has one version per upload, the bytes count once."""
+    data = random.Random(11).randbytes(600_000)
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            up = begin_upload(runtime.files, alice.principal, parse_path("/race.bin"))
+            up.write(data)
+            up.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(runtime.files.versions(alice.principal, "/race.bin")) == 8
+    assert runtime.files.usage(alice.principal).used == len(data)

@@ -21,7 +21,9 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+from sqlalchemy.exc import OperationalError
 
 from allset.blobstore.chunker import StreamChunker
 from allset.core.errors import (
@@ -160,12 +162,26 @@ class Upload:
                     "The content does not match the SHA-256 you sent; nothing was stored.",
                     received_sha256=sha,
                 )
-            result = self._commit_tx(sha)
+            result = self._commit_with_retry(sha)
         except BaseException:
             self.abort()
             raise
         self._release(delete_unused=False)
         return result
+
+    def _commit_with_retry(self, sha: str) -> tuple[Entry, bool]:
+        """Two first uploads to one path race on the unique (parent, name) index; the loser
+        retries and becomes a new version of the winner's file, as if it came second."""
+        for attempt in range(3):
+            try:
+                return self._commit_tx(sha)
+            except (DBIntegrityError, OperationalError) as exc:
+                transient = isinstance(exc, DBIntegrityError) or getattr(
+                    exc.orig, "sqlstate", ""
+                ) in ("40P01", "40001")  # PostgreSQL deadlock / serialization failure
+                if attempt == 2 or not transient:
+                    raise
+        raise AssertionError("unreachable")
 
     def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
         svc, p, rp = self.svc, self.p, self.path
@@ -187,10 +203,30 @@ class Upload:
                         )
                     )
                 )
-            new = [d for d in digests if d not in existing]
+            # Sorted: concurrent commits then take row locks in the same order (no deadlock).
+            new = sorted(d for d in digests if d not in existing)
             for d in new:
                 if d not in self._written and not svc.store.has_all(self.tenant, d):
                     raise StorageUnavailable("A chunk vanished during the upload; send it again.")
+            if new:
+                # A concurrent upload of the same bytes may insert the same rows between our
+                # SELECT and here (PostgreSQL, READ COMMITTED): insert-or-ignore, and charge
+                # only for the rows this transaction really added.
+                now = utcnow()
+                added: set[str] = set()
+                for i in range(0, len(new), 500):
+                    rows = [
+                        {
+                            "tenant_id": self.tenant,
+                            "hash": d,
+                            "size": self._leased[d],
+                            "created_at": now,
+                        }
+                        for d in new[i : i + 500]
+                    ]
+                    stmt = svc.db.insert(Chunk).values(rows).on_conflict_do_nothing()
+                    added.update(s.scalars(stmt.returning(Chunk.hash)))
+                new = [d for d in new if d in added]
             charge = sum(self._leased[d] for d in new)
             if charge:
                 done = s.execute(
@@ -204,19 +240,6 @@ class Upload:
                     t = s.get(Tenant, self.tenant)
                     assert t is not None
                     raise quota_error(t.used_bytes, t.quota_bytes, charge)
-                now = utcnow()
-                s.execute(
-                    insert(Chunk),
-                    [
-                        {
-                            "tenant_id": self.tenant,
-                            "hash": d,
-                            "size": self._leased[d],
-                            "created_at": now,
-                        }
-                        for d in new
-                    ],
-                )
             created = node is None
             if node is None:
                 now = utcnow()
