@@ -16,6 +16,7 @@ from sqlalchemy import delete, exists, select, update
 
 from allset.blobstore.backend import split_key
 from allset.blobstore.replicated import ScrubReport
+from allset.core.principal import Principal
 from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
 from allset.files.service import FileService
 
@@ -124,6 +125,14 @@ def collect_chunks(
             report.chunks_freed += 1
             report.bytes_freed += size
     return report
+
+
+def purge_trash(svc: FileService, p: Principal, node_id: str | None = None) -> int:
+    """Destroy one trashed item (or the whole trash) and free its space at once, as users
+    expect from emptying a trash, rather than at the next maintenance cycle."""
+    count = svc.trash_purge(p, node_id)
+    collect_chunks(svc, only_tenant=p.tenant_id)
+    return count
 
 
 def collect_orphans(

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from allset.core.paths import parse_path
 from allset.core.principal import Principal
-from allset.files.maintenance import collect_chunks
+from allset.files.maintenance import purge_trash
 from allset.server.rest.deps import path_after, principal, runtime
 
 router = APIRouter(tags=["tree"])
@@ -110,15 +110,12 @@ async def trash_restore(request: Request, caller: Caller, item_id: str) -> JSONR
 @router.delete("/trash/{item_id}", status_code=204, summary="Destroy one trashed item now")
 async def trash_purge_one(request: Request, caller: Caller, item_id: str) -> Response:
     rt = runtime(request)
-    await run_in_threadpool(rt.files.trash_purge, caller, item_id)
-    await run_in_threadpool(collect_chunks, rt.files, None, caller.tenant_id)
+    await run_in_threadpool(purge_trash, rt.files, caller, item_id)
     return Response(status_code=204)
 
 
 @router.delete("/trash", status_code=204, summary="Empty the trash")
 async def trash_empty(request: Request, caller: Caller) -> Response:
     rt = runtime(request)
-    await run_in_threadpool(rt.files.trash_purge, caller, None)
-    # Emptying the trash frees space at once, as users expect, not at the next cycle.
-    await run_in_threadpool(collect_chunks, rt.files, None, caller.tenant_id)
+    await run_in_threadpool(purge_trash, rt.files, caller, None)
     return Response(status_code=204)
