@@ -50,15 +50,18 @@ class StreamChunker:
             return
         cuts = self._cut(self._buf)
         end = 0
-        for offset, length in cuts[:-1]:
-            yield bytes(self._buf[offset : offset + length])
-            end = offset + length
+        with memoryview(self._buf) as view:  # one copy per chunk, not two
+            chunks = [bytes(view[offset : offset + length]) for offset, length in cuts[:-1]]
+        for chunk in chunks:
+            end += len(chunk)
         del self._buf[:end]
+        yield from chunks
 
     def finish(self) -> Iterator[bytes]:
         if self._buf:
-            for offset, length in self._cut(self._buf):
-                yield bytes(self._buf[offset : offset + length])
+            with memoryview(self._buf) as view:
+                chunks = [bytes(view[o : o + n]) for o, n in self._cut(self._buf)]
+            yield from chunks
         self._buf = bytearray()
 
 

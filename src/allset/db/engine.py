@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -95,6 +95,18 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._read() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_conn(self) -> Iterator[Connection]:
+        """As ``write()`` but a bare Core connection: for hot paths where the ORM's
+        bookkeeping cost more than the statements themselves (see files/sql.py)."""
+        with self._writer_lock or nullcontext(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read_conn(self) -> Iterator[Connection]:
+        with self.read_engine.connect() as conn, conn.begin():
+            yield conn
 
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both engines."""

@@ -6,10 +6,11 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, Row, delete, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from allset.blobstore.replicated import ReplicatedStore
 from allset.core.errors import (
@@ -25,6 +26,7 @@ from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.files import sql
 from allset.files.entries import ChunkRef, Entry, Readable
 from allset.files.leases import ChunkLeases
 
@@ -41,7 +43,7 @@ class Usage:
     inflight: int
 
 
-def _entry(node: Node, path: RemotePath) -> Entry:
+def _entry(node: Node | Row[Any], path: RemotePath) -> Entry:
     return Entry(
         id=node.id,
         name=node.name,
@@ -53,6 +55,17 @@ def _entry(node: Node, path: RemotePath) -> Entry:
         created_at=node.created_at,
         version=node.version_id or "",
     )
+
+
+_N = TypeVar("_N", Node, Row[Any])
+
+
+def _folder_or_conflict(node: _N | None, path: RemotePath) -> _N:
+    if node is None:
+        raise Conflict(f"The folder {path} does not exist; create it first.", missing=str(path))
+    if node.kind != "dir":
+        raise Conflict(f"{path} is a file, not a folder.")
+    return node
 
 
 def check_etag(entry_etag: str | None, if_match: str | None, if_none_match: str | None) -> None:
@@ -85,17 +98,30 @@ class FileService:
         self._roots: dict[str, str] = {}
 
     # ---- tree walking --------------------------------------------------------------
-    def _root(self, s: Session, tenant_id: str) -> Node:
+    def _root_id(self, conn: Connection, tenant_id: str) -> str:
+        """A Client's root folder never changes, so its id is cached."""
         root_id = self._roots.get(tenant_id)
-        node = s.get(Node, root_id) if root_id else None
-        if node is None:
-            node = s.scalar(
-                select(Node).where(Node.tenant_id == tenant_id, Node.parent_id.is_(None))
+        if root_id is None:
+            root_id = conn.scalar(
+                select(sql.NODES.c.id).where(
+                    sql.NODES.c.tenant_id == tenant_id, sql.NODES.c.parent_id.is_(None)
+                )
             )
-            if node is None:  # a Client always has a root; missing means "not yours"
+            if root_id is None:  # a Client always has a root; missing means "not yours"
                 raise NotFound("Not found.")
-            self._roots[tenant_id] = node.id
+            self._roots[tenant_id] = root_id
+        return root_id
+
+    def _root(self, s: Session, tenant_id: str) -> Node:
+        node = s.get(Node, self._root_id(s.connection(), tenant_id))
+        if node is None:
+            raise NotFound("Not found.")
         return node
+
+    def lookup(self, conn: Connection, tenant_id: str, path: RemotePath) -> Row[Any] | None:
+        """The live node at ``path`` as a Core row (one statement whatever the depth)."""
+        stmt, params = sql.path_query(tenant_id, self._root_id(conn, tenant_id), path.parts)
+        return conn.execute(stmt, params).first()
 
     def _child(self, s: Session, tenant_id: str, parent_id: str, name: str) -> Node | None:
         return s.scalar(
@@ -108,15 +134,13 @@ class FileService:
         )
 
     def _resolve(self, s: Session, tenant_id: str, path: RemotePath) -> Node | None:
-        node = self._root(s, tenant_id)
-        for part in path.parts:
-            if node.kind != "dir":
-                return None
-            child = self._child(s, tenant_id, node.id, part)
-            if child is None:
-                return None
-            node = child
-        return node
+        if path.is_root:
+            return self._root(s, tenant_id)
+        stmt, params = sql.path_query(
+            tenant_id, self._root_id(s.connection(), tenant_id), path.parts
+        )
+        found = stmt.subquery()
+        return s.scalar(select(Node).where(Node.id == select(found.c.id).scalar_subquery()), params)
 
     def _need(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
         node = self._resolve(s, tenant_id, path)
@@ -125,12 +149,11 @@ class FileService:
         return node
 
     def _need_dir(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
-        node = self._resolve(s, tenant_id, path)
-        if node is None:
-            raise Conflict(f"The folder {path} does not exist; create it first.", missing=str(path))
-        if node.kind != "dir":
-            raise Conflict(f"{path} is a file, not a folder.")
-        return node
+        return _folder_or_conflict(self._resolve(s, tenant_id, path), path)
+
+    def lookup_dir(self, conn: Connection, tenant_id: str, path: RemotePath) -> Row[Any]:
+        """``_need_dir`` for Core callers: the folder's row, or the same 409."""
+        return _folder_or_conflict(self.lookup(conn, tenant_id, path), path)
 
     def _path_of(self, s: Session, node: Node) -> RemotePath:
         parts: list[str] = []
@@ -145,15 +168,14 @@ class FileService:
     def _event(
         self, s: Session, p: Principal, kind: str, node: Node, path: RemotePath, **detail: Any
     ) -> None:
-        s.add(
-            Event(
-                tenant_id=p.tenant_id,
-                actor=p.email,
-                kind=kind,
-                node_id=node.id,
-                path=str(path),
-                detail=detail,
-            )
+        sql.record_event(
+            s.connection(),
+            tenant_id=p.tenant_id,
+            actor=p.email,
+            kind=kind,
+            node_id=node.id,
+            path=str(path),
+            detail=detail,
         )
 
     def _writable(self, p: Principal) -> None:
@@ -527,36 +549,29 @@ class FileService:
         sha256: str,
         mtime: datetime,
         refs: list[tuple[str, int, int]],
-    ) -> Version:
+    ) -> None:
         now = utcnow()
-        v = Version(
-            id=new_id(),
+        vid = sql.new_version(
+            s.connection(),
             tenant_id=p.tenant_id,
+            actor_id=p.id,
             node_id=node.id,
+            previous=node.version_id,
             size=size,
             sha256=sha256,
             mtime=mtime,
-            created_at=now,
-            created_by=p.id,
+            refs=refs,
+            now=now,
         )
-        s.add(v)
-        s.flush()
-        s.add_all(
-            VersionChunk(version_id=v.id, seq=i, tenant_id=p.tenant_id, hash=h, offset=o, size=n)
-            for i, (h, o, n) in enumerate(refs)
-        )
-        if node.version_id:
-            s.execute(
-                update(Version).where(Version.id == node.version_id).values(superseded_at=now)
-            )
-        node.version_id, node.size, node.sha256, node.mtime, node.updated_at = (
-            v.id,
-            size,
-            sha256,
-            mtime,
-            now,
-        )
-        return v
+        # Written by Core above: tell the ORM object without scheduling a second UPDATE.
+        for key, value in (
+            ("version_id", vid),
+            ("size", size),
+            ("sha256", sha256),
+            ("mtime", mtime),
+            ("updated_at", now),
+        ):
+            set_committed_value(node, key, value)
 
     # ---- trash ---------------------------------------------------------------------
     def trash_list(self, p: Principal) -> list[dict[str, Any]]:

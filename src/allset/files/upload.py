@@ -16,12 +16,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import os
 from collections import deque
 from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import OperationalError
 
@@ -37,7 +37,8 @@ from allset.core.ids import new_id
 from allset.core.paths import RemotePath
 from allset.core.principal import Principal
 from allset.core.units import format_size
-from allset.db.models import Chunk, Node, Tenant, utcnow
+from allset.db.models import utcnow
+from allset.files import sql
 from allset.files.entries import Entry
 from allset.files.service import _entry, check_etag
 
@@ -48,6 +49,18 @@ if TYPE_CHECKING:
 # Chunks written but not yet confirmed durable, per upload: enough to overlap chunking
 # and hashing with fsync, few enough to bound memory (at most 5 x 4 MiB).
 MAX_PENDING_CHUNKS = 4
+
+
+# Below this, hashing in the calling thread is cheaper than handing the work over.
+PARALLEL_HASH_MIN = 64 * 1024
+# Shared by all uploads; sized so both cores can hash while the event loop still runs.
+HASH_POOL = concurrent.futures.ThreadPoolExecutor(
+    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="hash"
+)
+
+
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def quota_error(used: int, quota: int, needed: int, inflight: int = 0) -> QuotaExceeded:
@@ -98,16 +111,46 @@ class Upload:
         self._pending: deque[tuple[str, list[Future[None]]]] = deque()
         self._new_bytes = 0
         self._done = False
+        self._hash_job: Future[None] | None = None
+        self._hashing: deque[tuple[Future[str], bytes]] = deque()
 
     # ---- streaming -----------------------------------------------------------------
     def write(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
+        """Hashing runs beside chunking: the whole-file SHA-256 of this block and the
+        SHA-256 of each chunk are computed in worker threads (hashlib releases the GIL),
+        so a big upload uses both cores instead of doing three passes on one."""
         self.size += len(data)
+        if len(data) < PARALLEL_HASH_MIN:
+            self._hash.update(data)
+        else:
+            data = data if isinstance(data, bytes) else bytes(data)  # immutable while shared
+            if self._hash_job is not None:
+                self._hash_job.result()
+            self._hash_job = HASH_POOL.submit(self._hash.update, data)
         for chunk in self._chunker.feed(data):
-            self._add_chunk(chunk)
+            self._queue_chunk(chunk)
 
-    def _add_chunk(self, chunk: bytes) -> None:
-        digest = hashlib.sha256(chunk).hexdigest()
+    def _queue_chunk(self, chunk: bytes) -> None:
+        if len(chunk) < PARALLEL_HASH_MIN:
+            self._drain_hashed(0)
+            self._add_chunk(chunk, hashlib.sha256(chunk).hexdigest())
+            return
+        self._hashing.append((HASH_POOL.submit(_sha256_hex, chunk), chunk))
+        self._drain_hashed(MAX_PENDING_CHUNKS)
+
+    def _drain_hashed(self, keep: int) -> None:
+        """Store hashed chunks in order, leaving at most ``keep`` hashing."""
+        while self._hashing and (len(self._hashing) > keep or self._hashing[0][0].done()):
+            job, chunk = self._hashing.popleft()
+            self._add_chunk(chunk, job.result())
+
+    def _whole_digest(self) -> str:
+        if self._hash_job is not None:
+            self._hash_job.result()
+            self._hash_job = None
+        return self._hash.hexdigest()
+
+    def _add_chunk(self, chunk: bytes, digest: str) -> None:
         self._refs.append((digest, self._offset, len(chunk)))
         self._offset += len(chunk)
         if digest in self._leased:
@@ -116,11 +159,10 @@ class Upload:
         with leases.locked(self.tenant, digest):
             leases.take(self.tenant, digest)
             self._leased[digest] = len(chunk)
-            with self.svc.db.read() as s:
-                known = s.get(Chunk, (self.tenant, digest)) is not None
-                tenant = s.get(Tenant, self.tenant)
-                assert tenant is not None
-                used, quota = tenant.used_bytes, tenant.quota_bytes
+            with self.svc.db.read_conn() as c:
+                known, used, quota = c.execute(
+                    sql.KNOWN_CHUNK_AND_USAGE, {"tenant_id": self.tenant, "hash": digest}
+                ).one()
             if known or leases.is_durable(self.tenant, digest):
                 return
             # Quota: bytes new to this Client, beyond what was reserved at the start.
@@ -147,10 +189,11 @@ class Upload:
         """Make the file visible; returns its entry and whether it was newly created."""
         try:
             for chunk in self._chunker.finish():
-                self._add_chunk(chunk)
+                self._queue_chunk(chunk)
+            self._drain_hashed(0)
             while self._pending:  # every chunk durable on every replica before the commit
                 self._settle_one()
-            sha = self._hash.hexdigest()
+            sha = self._whole_digest()
             if self.expected_size is not None and self.size != self.expected_size:
                 raise DigestMismatch(
                     f"Received {self.size} bytes but {self.expected_size} were announced; "
@@ -184,11 +227,11 @@ class Upload:
         raise AssertionError("unreachable")
 
     def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
-        svc, p, rp = self.svc, self.p, self.path
+        svc, p, rp, tenant = self.svc, self.p, self.path, self.tenant
         mtime = self.mtime or utcnow()
-        with svc.db.write() as s:
-            parent = svc._need_dir(s, self.tenant, rp.parent)
-            node = svc._child(s, self.tenant, parent.id, rp.name)
+        with svc.db.write_conn() as c:
+            parent = svc.lookup_dir(c, tenant, rp.parent)
+            node = sql.child(c, tenant, parent.id, rp.name)
             if node is not None and node.kind != "file":
                 raise Conflict(f"{rp} is a folder; a file cannot replace it.")
             check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
@@ -197,70 +240,94 @@ class Upload:
             existing: set[str] = set()
             for i in range(0, len(digests), 500):
                 existing.update(
-                    s.scalars(
-                        select(Chunk.hash).where(
-                            Chunk.tenant_id == self.tenant, Chunk.hash.in_(digests[i : i + 500])
-                        )
+                    c.scalars(
+                        sql.EXISTING_CHUNKS, {"tenant_id": tenant, "hashes": digests[i : i + 500]}
                     )
                 )
             # Sorted: concurrent commits then take row locks in the same order (no deadlock).
             new = sorted(d for d in digests if d not in existing)
             for d in new:
-                if d not in self._written and not svc.store.has_all(self.tenant, d):
+                if d not in self._written and not svc.store.has_all(tenant, d):
                     raise StorageUnavailable("A chunk vanished during the upload; send it again.")
+            now = utcnow()
             if new:
                 # A concurrent upload of the same bytes may insert the same rows between our
                 # SELECT and here (PostgreSQL, READ COMMITTED): insert-or-ignore, and charge
                 # only for the rows this transaction really added.
-                now = utcnow()
                 added: set[str] = set()
+                insert_chunks = sql.insert_new_chunks(svc.db.is_sqlite)
                 for i in range(0, len(new), 500):
                     rows = [
-                        {
-                            "tenant_id": self.tenant,
-                            "hash": d,
-                            "size": self._leased[d],
-                            "created_at": now,
-                        }
+                        {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
                         for d in new[i : i + 500]
                     ]
-                    stmt = svc.db.insert(Chunk).values(rows).on_conflict_do_nothing()
-                    added.update(s.scalars(stmt.returning(Chunk.hash)))
+                    added.update(c.scalars(insert_chunks, rows))
                 new = [d for d in new if d in added]
             charge = sum(self._leased[d] for d in new)
             if charge:
-                done = s.execute(
-                    update(Tenant)
-                    .where(
-                        Tenant.id == self.tenant, Tenant.used_bytes + charge <= Tenant.quota_bytes
-                    )
-                    .values(used_bytes=Tenant.used_bytes + charge)
-                )
-                if done.rowcount != 1:  # type: ignore[attr-defined]
-                    t = s.get(Tenant, self.tenant)
-                    assert t is not None
-                    raise quota_error(t.used_bytes, t.quota_bytes, charge)
+                done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
+                if done.rowcount != 1:
+                    used, quota = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
+                    raise quota_error(used, quota, charge)
             created = node is None
             if node is None:
-                now = utcnow()
-                node = Node(
-                    id=new_id(),
-                    tenant_id=self.tenant,
-                    parent_id=parent.id,
-                    name=rp.name,
-                    kind="file",
-                    size=0,
-                    sha256="",
-                    mtime=mtime,
-                    created_at=now,
-                    updated_at=now,
+                node_id, created_at, previous = new_id(), now, None
+                c.execute(
+                    sql.INSERT_NODE,
+                    {
+                        "id": node_id,
+                        "tenant_id": tenant,
+                        "parent_id": parent.id,
+                        "name": rp.name,
+                        "kind": "file",
+                        "version_id": None,
+                        "size": 0,
+                        "sha256": "",
+                        "mtime": mtime,
+                        "created_at": now,
+                        "updated_at": now,
+                        "trashed_at": None,
+                        "trashed_path": "",
+                        "trashed_by": "",
+                    },
                 )
-                s.add(node)
-                s.flush()
-            svc._new_version(s, p, node, self.size, sha, mtime, self._refs)
-            parent.mtime = parent.updated_at = utcnow()
-            svc._event(s, p, "put", node, rp, size=self.size, sha256=sha, version=node.version_id)
-            return _entry(node, rp), created
+            else:
+                node_id, created_at, previous = node.id, node.created_at, node.version_id
+            vid = sql.new_version(
+                c,
+                tenant_id=tenant,
+                actor_id=p.id,
+                node_id=node_id,
+                previous=previous,
+                size=self.size,
+                sha256=sha,
+                mtime=mtime,
+                refs=self._refs,
+                now=now,
+            )
+            sql.touch(c, parent.id, now)
+            sql.record_event(
+                c,
+                tenant_id=tenant,
+                actor=p.email,
+                kind="put",
+                node_id=node_id,
+                path=str(rp),
+                detail={"size": self.size, "sha256": sha, "version": vid},
+                now=now,
+            )
+            entry = Entry(
+                id=node_id,
+                name=rp.name,
+                path=str(rp),
+                kind="file",
+                size=self.size,
+                sha256=sha,
+                mtime=mtime,
+                created_at=created_at,
+                version=vid,
+            )
+            return entry, created
 
     def abort(self) -> None:
         """Forget the upload; chunks only it wrote are deleted now (nothing stays stored)."""
@@ -272,13 +339,19 @@ class Upload:
         leases, store = self.svc.leases, self.svc.store
         # Writes still running must end before their chunks can be judged or deleted.
         concurrent.futures.wait([f for _, fs in self._pending for f in fs])
+        concurrent.futures.wait([job for job, _ in self._hashing])
+        self._hashing.clear()
+        if self._hash_job is not None:
+            concurrent.futures.wait([self._hash_job])
         self._pending.clear()
         for digest in self._leased:
             with leases.locked(self.tenant, digest):
                 left = leases.drop(self.tenant, digest)
                 if delete_unused and digest in self._written and left == 0:
-                    with self.svc.db.read() as s:
-                        committed = s.get(Chunk, (self.tenant, digest)) is not None
+                    with self.svc.db.read_conn() as c:
+                        committed, _, _ = c.execute(
+                            sql.KNOWN_CHUNK_AND_USAGE, {"tenant_id": self.tenant, "hash": digest}
+                        ).one()
                     if not committed:
                         # On failure the orphan collector finds it later.
                         with contextlib.suppress(OSError):
@@ -294,9 +367,9 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
     svc._writable(p)
     if path.is_root:
         raise Conflict("The root folder cannot be replaced by a file.")
-    with svc.db.read() as s:
-        parent = svc._need_dir(s, p.tenant_id, path.parent)
-        node = svc._child(s, p.tenant_id, parent.id, path.name)
+    with svc.db.read_conn() as c:
+        parent = svc.lookup_dir(c, p.tenant_id, path.parent)
+        node = sql.child(c, p.tenant_id, parent.id, path.name)
         if node is not None and node.kind != "file":
             raise Conflict(f"{path} is a folder; a file cannot replace it.")
         check_etag(
@@ -304,16 +377,15 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
             kw.get("if_match"),  # type: ignore[arg-type]
             kw.get("if_none_match"),  # type: ignore[arg-type]
         )
-        t = s.get(Tenant, p.tenant_id)
-        assert t is not None
+        used, quota = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).one()
         expected = kw.get("expected_size")
         reserved = 0
         if isinstance(expected, int) and expected > 0:
             # Admission control: a body of known length reserves its size up front, so
             # concurrent uploads are admitted in order instead of all starving each other.
-            inflight = svc.leases.try_reserve(p.tenant_id, expected, t.used_bytes, t.quota_bytes)
+            inflight = svc.leases.try_reserve(p.tenant_id, expected, used, quota)
             if inflight is not None:
-                raise quota_error(t.used_bytes, t.quota_bytes, expected, inflight)
+                raise quota_error(used, quota, expected, inflight)
             reserved = expected
     try:
         return Upload(svc, p, path, reserved=reserved, **kw)  # type: ignore[arg-type]
@@ -322,4 +394,19 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
         raise
 
 
-__all__ = ["AllsetError", "Upload", "begin_upload"]
+def store_bytes(
+    svc: FileService, p: Principal, path: RemotePath, data: bytes, **kw: object
+) -> tuple[Entry, bool]:
+    """A whole small body at once: one call, so an adapter pays one thread hand-off
+    instead of three (begin, write, commit) — that hand-off is a good part of the cost
+    of a 4 KiB upload."""
+    upload = begin_upload(svc, p, path, **kw)
+    try:
+        upload.write(data)
+    except BaseException:
+        upload.abort()
+        raise
+    return upload.commit()
+
+
+__all__ = ["AllsetError", "Upload", "begin_upload", "store_bytes"]

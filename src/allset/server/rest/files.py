@@ -16,7 +16,7 @@ from allset.core.errors import InvalidInput, RangeNotSatisfiable
 from allset.core.principal import Principal
 from allset.files.entries import Entry
 from allset.files.service import check_etag
-from allset.files.upload import begin_upload
+from allset.files.upload import begin_upload, store_bytes
 from allset.server.rest.deps import path_after, principal, runtime
 from allset.server.transfer import (
     open_stream,
@@ -28,6 +28,7 @@ from allset.server.transfer import (
 )
 
 router = APIRouter(tags=["files"])
+SMALL_BODY = 256 * 1024  # read at once, stored in one thread hand-off (see store_bytes)
 PREFIX = "/api/v1/files"
 Caller = Annotated[Principal, Depends(principal)]
 
@@ -132,23 +133,28 @@ async def put_file(request: Request, caller: Caller) -> Response:
         request.headers.get("repr-digest") or request.headers.get("content-digest")
     )
     mtime = parse_mtime(request.headers.get("x-allset-mtime") or request.headers.get("x-oc-mtime"))
-    upload = await run_in_threadpool(
-        begin_upload,
-        rt.files,
-        caller,
-        path,
-        if_match=request.headers.get("if-match"),
-        if_none_match=request.headers.get("if-none-match"),
-        mtime=mtime,
-        expected_size=expected_size,
-        expected_sha256=expected_sha,
-    )
-    try:
-        await pump_request(request, upload)
-        entry, created = await run_in_threadpool(upload.commit)
-    except BaseException:
-        await run_in_threadpool(upload.abort)
-        raise
+    options: dict[str, Any] = {
+        "if_match": request.headers.get("if-match"),
+        "if_none_match": request.headers.get("if-none-match"),
+        "mtime": mtime,
+        "expected_size": expected_size,
+        "expected_sha256": expected_sha,
+    }
+    if expected_size is not None and expected_size <= SMALL_BODY:
+        data = await request.body()
+        entry, created = await run_in_threadpool(
+            functools.partial(store_bytes, rt.files, caller, path, data, **options)
+        )
+    else:
+        upload = await run_in_threadpool(
+            functools.partial(begin_upload, rt.files, caller, path, **options)
+        )
+        try:
+            await pump_request(request, upload)
+            entry, created = await run_in_threadpool(upload.commit)
+        except BaseException:
+            await run_in_threadpool(upload.abort)
+            raise
     return JSONResponse(
         {
             "path": entry.path,
