@@ -40,6 +40,7 @@ class Settings:
     login_ip_free_attempts: int = 30  # failures per IP (any account) before backoff
     login_max_backoff_seconds: int = 900
     session_lifetime_seconds: int = 14 * 86400
+    dav_apple_files: str = "hide"  # macOS ._* and .DS_Store over WebDAV: allow|hide|refuse
     metrics_public: bool = False  # /metrics answers loopback only unless set
     log_json: bool = True
     log_level: str = "INFO"

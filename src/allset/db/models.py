@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -202,6 +203,17 @@ class VersionChunk(Base):
     offset: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(Integer)
     __table_args__ = (Index("ix_version_chunks_ref", "tenant_id", "hash"),)
+
+
+class NodeProperty(Base):
+    """WebDAV dead properties (PROPPATCH), kept with the node: a move keeps them (same
+    node), a copy copies them, a purge deletes them."""
+
+    __tablename__ = "node_properties"
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1000), primary_key=True)  # Clark notation
+    tenant_id: Mapped[str] = mapped_column(ID, index=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)  # the serialised XML element
 
 
 class Event(Base):

@@ -25,7 +25,7 @@ from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
-from allset.db.models import Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.db.models import Event, Node, NodeProperty, Tenant, Version, VersionChunk, utcnow
 from allset.files import sql
 from allset.files.entries import ChunkRef, Entry, Readable
 from allset.files.leases import ChunkLeases
@@ -34,6 +34,7 @@ log = logging.getLogger("allset.files")
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PAGE = 1000
+MAX_PROPERTY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +409,15 @@ class FileService:
             return _entry(node, dp), replaced
 
     def copy(
-        self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False
+        self,
+        p: Principal,
+        src: str | RemotePath,
+        dst: str | RemotePath,
+        overwrite: bool = False,
+        recursive: bool = True,
     ) -> tuple[Entry, bool]:
-        """Copies share chunks with the original: no bytes are stored twice (dedup)."""
+        """Copies share chunks with the original: no bytes are stored twice (dedup).
+        ``recursive=False`` copies a folder without its content (WebDAV Depth: 0)."""
         sp = src if isinstance(src, RemotePath) else parse_path(src)
         dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
         self._writable(p)
@@ -422,14 +429,22 @@ class FileService:
                 raise Conflict("Source and destination are the same.")
             parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
             self._check_not_inside(s, node, parent)
-            copied = self._copy_node(s, p, node, parent, dp.name, budget=[200_000])
+            budget = [200_000 if recursive else 1]
+            copied = self._copy_node(s, p, node, parent, dp.name, budget, recursive)
             parent.mtime = parent.updated_at = utcnow()
             s.flush()
             self._event(s, p, "copy", copied, dp, source=str(sp))
             return _entry(copied, dp), replaced
 
     def _copy_node(
-        self, s: Session, p: Principal, node: Node, parent: Node, name: str, budget: list[int]
+        self,
+        s: Session,
+        p: Principal,
+        node: Node,
+        parent: Node,
+        name: str,
+        budget: list[int],
+        recursive: bool = True,
     ) -> Node:
         budget[0] -= 1
         if budget[0] < 0:
@@ -451,6 +466,7 @@ class FileService:
         )
         s.add(new)
         s.flush()
+        self._copy_properties(s, node.id, new.id)
         if node.kind == "file" and node.version_id:
             v = s.get(Version, node.version_id)
             assert v is not None
@@ -478,7 +494,7 @@ class FileService:
                     )
                 )
             new.version_id = nv.id
-        elif node.kind == "dir":
+        elif node.kind == "dir" and recursive:
             for child in list(
                 s.scalars(
                     select(Node).where(
@@ -679,8 +695,54 @@ class FileService:
             if vids:
                 s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(vids)))
                 s.execute(delete(Version).where(Version.id.in_(vids)))
+            s.execute(delete(NodeProperty).where(NodeProperty.node_id == nid))
             s.execute(delete(Node).where(Node.id == nid, Node.tenant_id == tenant_id))
         return len(order)
+
+    # ---- dead properties (WebDAV PROPPATCH) ---------------------------------------
+    def properties(self, p: Principal, path: str | RemotePath) -> dict[str, bytes]:
+        """The node's dead properties, Clark name -> serialised XML element."""
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        with self.db.read() as s:
+            node = self._need(s, p.tenant_id, rp)
+            return {
+                r.name: r.value
+                for r in s.scalars(select(NodeProperty).where(NodeProperty.node_id == node.id))
+            }
+
+    def set_properties(
+        self, p: Principal, path: str | RemotePath, values: dict[str, bytes | None]
+    ) -> None:
+        """Set (bytes) or remove (None) dead properties, all in one transaction."""
+        rp = path if isinstance(path, RemotePath) else parse_path(path)
+        self._writable(p)
+        for name, value in values.items():
+            if len(name) > 1000 or (value is not None and len(value) > MAX_PROPERTY_BYTES):
+                raise InvalidInput(
+                    f"Property {name[:80]!r} is too large (names up to 1,000 characters, "
+                    f"values up to {MAX_PROPERTY_BYTES:,} bytes)."
+                )
+        with self.db.write() as s:
+            node = self._need(s, p.tenant_id, rp)
+            for name, value in values.items():
+                s.execute(
+                    delete(NodeProperty).where(
+                        NodeProperty.node_id == node.id, NodeProperty.name == name
+                    )
+                )
+                if value is not None:
+                    s.add(
+                        NodeProperty(node_id=node.id, name=name, tenant_id=p.tenant_id, value=value)
+                    )
+
+    def _copy_properties(self, s: Session, src_id: str, dst_id: str) -> None:
+        for prop in list(s.scalars(select(NodeProperty).where(NodeProperty.node_id == src_id))):
+            s.add(
+                NodeProperty(
+                    node_id=dst_id, name=prop.name, tenant_id=prop.tenant_id, value=prop.value
+                )
+            )
 
     def count_live_files(self, tenant_id: str) -> int:
         with self.db.read() as s:

@@ -27,6 +27,8 @@ from allset.db.models import Tenant
 from allset.files import maintenance
 from allset.observability import REGISTRY
 from allset.runtime import Runtime
+from allset.server.dav.app import MOUNT as DAV_MOUNT
+from allset.server.dav.app import DavFront
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, files, tree
@@ -196,6 +198,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
             Mount("/api/v1", app=build_api(runtime)),
+            Mount(DAV_MOUNT, app=DavFront(runtime)),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

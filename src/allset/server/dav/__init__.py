@@ -1,0 +1,1 @@
+"""WebDAV at /dav/ (R-STORE-2): WsgiDAV over the files façade."""

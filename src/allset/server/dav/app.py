@@ -1,0 +1,140 @@
+"""``/dav/``: WsgiDAV (the protocol) behind a2wsgi (WSGI in ASGI), fronted by our own ASGI
+code for what must be the same in every protocol.
+
+The ASGI front:
+- authenticates with the same code as the REST API (Basic or Bearer over TLS, throttled
+  failed logins, 429 with Retry-After) before any WebDAV code runs;
+- gives each Client its own WsgiDAV application, so that locks (kept in memory by
+  WsgiDAV) live in one Client's namespace: Client A locking ``/report.docx`` cannot
+  block, or even reveal, Client B's ``/report.docx``;
+- turns a client that disconnects mid-upload into an error inside the WSGI app (a2wsgi
+  would otherwise end the body normally and a truncated file would be committed);
+- adds ``Repr-Digest`` (the stored SHA-256) to the answer of a PUT, as proof of transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from a2wsgi import WSGIMiddleware
+from starlette.requests import HTTPConnection
+from starlette.types import Message, Receive, Scope, Send
+from wsgidav.dc.base_dc import BaseDomainController
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from allset.core.errors import AllsetError, NotFound
+from allset.runtime import Runtime
+from allset.server.auth import authenticate
+from allset.server.dav.props import DeadProperties
+from allset.server.dav.provider import AllsetProvider
+from allset.server.problem import from_error
+
+log = logging.getLogger("allset.dav")
+
+MOUNT = "/dav"
+BLOCK = 256 * 1024  # WsgiDAV's read/write piece (its default of 8 KiB costs CPU per byte)
+# Each transfer holds a thread for its whole duration (WSGI is blocking).
+WSGI_THREADS = 32
+
+
+class ClientGone(Exception):
+    """The client disconnected before the request body was complete."""
+
+
+class _Authenticated(BaseDomainController):  # type: ignore[misc]
+    """The ASGI front has authenticated already; tell WsgiDAV who it is."""
+
+    def __init__(self, wsgidav_app: Any, config: dict[str, Any]) -> None:
+        super().__init__(wsgidav_app, config)
+
+    def get_domain_realm(self, path_info: str, environ: dict[str, Any] | None) -> str:
+        return "allset"
+
+    def require_authentication(self, realm: str, environ: dict[str, Any] | None) -> bool:
+        if environ is None:
+            return True
+        principal = (environ.get("asgi.scope") or {}).get("allset.principal")
+        if principal is None:
+            return True  # never reached: the front refuses unauthenticated requests
+        environ["wsgidav.auth.user_name"] = principal.email
+        environ["wsgidav.auth.roles"] = [principal.role]
+        return False
+
+    def basic_auth_user(
+        self, realm: str, user_name: str, password: str, environ: dict[str, Any]
+    ) -> bool:
+        return False
+
+    def supports_http_digest_auth(self) -> bool:
+        return False
+
+
+class DavFront:
+    """The ASGI application mounted at ``/dav``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.apple_files = runtime.settings.dav_apple_files
+        AllsetProvider(runtime.files, self.apple_files)  # validate the setting at start-up
+        self._apps: dict[str, WSGIMiddleware] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=WSGI_THREADS, thread_name_prefix="dav")
+
+    def _app_for(self, tenant_id: str) -> WSGIMiddleware:
+        with self._lock:
+            app = self._apps.get(tenant_id)
+            if app is None:
+                files = self.runtime.files
+                config = {
+                    "provider_mapping": {"/": AllsetProvider(files, self.apple_files)},
+                    "mount_path": MOUNT,
+                    "http_authenticator": {
+                        "domain_controller": _Authenticated,
+                        "accept_basic": True,
+                        "accept_digest": False,
+                        "default_to_digest": False,
+                    },
+                    "dir_browser": {"enable": False},
+                    "lock_storage": True,
+                    "property_manager": DeadProperties(files),
+                    "verbose": 1,
+                    "logging": {"enable": False},
+                    "block_size": BLOCK,
+                    "add_header_MS_Author_Via": True,
+                    "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
+                }
+                app = WSGIMiddleware(WsgiDAVApp(config))
+                app.executor = self._executor
+                self._apps[tenant_id] = app
+            return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            principal = await authenticate(HTTPConnection(scope), self.runtime.accounts)
+            if principal.is_operator:  # R-STORE-6: the operator has no storage space
+                raise NotFound("Operator accounts have no storage space.")
+        except AllsetError as exc:
+            await from_error(exc)(scope, receive, send)
+            return
+        scope["allset.principal"] = principal
+
+        async def guarded_receive() -> Message:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone("client disconnected")
+            return msg
+
+        async def proof_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                digest = scope.get("allset.repr_digest")
+                if digest and scope["method"] == "PUT":
+                    msg["headers"] = [*msg.get("headers", []), (b"repr-digest", digest.encode())]
+            await send(msg)
+
+        app: Any = self._app_for(principal.tenant_id)  # a2wsgi types ASGI more narrowly
+        await app(scope, guarded_receive, proof_send)
