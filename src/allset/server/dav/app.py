@@ -82,6 +82,9 @@ class DavFront:
         self._apps: dict[str, WSGIMiddleware] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=WSGI_THREADS, thread_name_prefix="dav")
+        # WsgiDAV's start-up chatter (and its "enable SSL" warning: TLS ends in uvicorn,
+        # which WsgiDAV cannot see) would repeat for every Client's app.
+        logging.getLogger("wsgidav").setLevel(logging.ERROR)
 
     def _app_for(self, tenant_id: str) -> WSGIMiddleware:
         with self._lock:
