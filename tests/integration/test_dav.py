@@ -9,6 +9,8 @@ import base64
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, unquote
+from xml.etree import ElementTree
 
 import pytest
 from starlette.testclient import TestClient
@@ -264,3 +266,37 @@ def test_macos_metadata_refused(apple_client: tuple[TestClient, Account]) -> Non
     assert r.status_code == 403
     assert dav(client, "GET", "/._photo.jpg", who).status_code == 404
     assert dav(client, "PUT", "/photo.jpg", who, content=b"jpg").status_code == 201
+
+
+def test_depth1_listing_is_well_formed_for_odd_names(client: TestClient, alice: Account) -> None:
+    names = ["a & b.txt", "<tag>.txt", "100%.txt", "x#y?.txt", "fête 🎉.txt", "sp ace"]
+    dav(client, "MKCOL", "/odd", alice)
+    for n in names:
+        assert dav(client, "PUT", f"/odd/{quote(n)}", alice, content=n.encode()).status_code == 201
+    body = (
+        b'<?xml version="1.0"?><propertyupdate xmlns="DAV:" xmlns:z="urn:example:z">'
+        b"<set><prop><z:tag>&lt;important&gt;</z:tag></prop></set></propertyupdate>"
+    )
+    dav(client, "PROPPATCH", f"/odd/{quote(names[0])}", alice, content=body)
+    r = dav(client, "PROPFIND", "/odd/", alice, headers={"Depth": "1"})
+    assert r.status_code == 207
+    tree = ElementTree.fromstring(r.content)
+    hrefs = [unquote(h.text or "") for h in tree.iter("{DAV:}href")]
+    assert hrefs[0] == "/dav/odd/"
+    assert sorted(h.removeprefix("/dav/odd/") for h in hrefs[1:]) == sorted(names)
+    assert "<important>" in "".join(tree.itertext())  # the dead property, unescaped once
+
+    named = (
+        b'<?xml version="1.0"?><propfind xmlns="DAV:" xmlns:z="urn:example:z"><prop>'
+        b"<getcontentlength/><z:tag/><z:absent/></prop></propfind>"
+    )
+    r = dav(
+        client, "PROPFIND", f"/odd/{quote(names[0])}", alice, headers={"Depth": "0"}, content=named
+    )
+    tree = ElementTree.fromstring(r.content)
+    statuses = {
+        ps.findtext("{DAV:}status"): [c.tag for c in ps.iterfind("{DAV:}prop/*")]
+        for ps in tree.iter("{DAV:}propstat")
+    }
+    assert statuses["HTTP/1.1 200 OK"] == ["{DAV:}getcontentlength", "{urn:example:z}tag"]
+    assert statuses["HTTP/1.1 404 Not Found"] == ["{urn:example:z}absent"]

@@ -200,23 +200,16 @@ class FileService:
         limit = max(1, min(limit, MAX_PAGE))
         if "\x00" in after:  # no name has one, and PostgreSQL refuses it in a query
             raise InvalidInput("The cursor 'after' is a name from a listing; names have no NUL.")
-        with self.db.read() as s:
-            node = self._need(s, p.tenant_id, rp)
+        with self.db.read_conn() as c:
+            node = self.lookup(c, p.tenant_id, rp)
+            if node is None:
+                raise NotFound(f"Nothing at {rp}.")
             if node.kind != "dir":
                 return _entry(node, rp), [], None
-            rows = list(
-                s.scalars(
-                    select(Node)
-                    .where(
-                        Node.tenant_id == p.tenant_id,
-                        Node.parent_id == node.id,
-                        Node.trashed_at.is_(None),
-                        Node.name > after,
-                    )
-                    .order_by(Node.name)
-                    .limit(limit + 1)
-                )
-            )
+            rows = c.execute(
+                sql.LIST_PAGE,
+                {"tenant_id": p.tenant_id, "parent_id": node.id, "after": after, "n": limit + 1},
+            ).all()
             more = len(rows) > limit
             rows = rows[:limit]
             entries = [_entry(r, RemotePath((*rp.parts, r.name))) for r in rows]
@@ -735,6 +728,22 @@ class FileService:
                     s.add(
                         NodeProperty(node_id=node.id, name=name, tenant_id=p.tenant_id, value=value)
                     )
+
+    def properties_of(self, p: Principal, node_ids: list[str]) -> dict[str, dict[str, bytes]]:
+        """Dead properties of many nodes at once (a folder listing), scoped to the Client."""
+        self._writable(p)
+        found: dict[str, dict[str, bytes]] = {}
+        with self.db.read() as s:
+            for i in range(0, len(node_ids), 500):
+                rows = s.execute(
+                    select(NodeProperty.node_id, NodeProperty.name, NodeProperty.value).where(
+                        NodeProperty.tenant_id == p.tenant_id,
+                        NodeProperty.node_id.in_(node_ids[i : i + 500]),
+                    )
+                )
+                for node_id, name, value in rows:
+                    found.setdefault(node_id, {})[name] = value
+        return found
 
     def _copy_properties(self, s: Session, src_id: str, dst_id: str) -> None:
         for prop in list(s.scalars(select(NodeProperty).where(NodeProperty.node_id == src_id))):

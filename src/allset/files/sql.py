@@ -96,6 +96,28 @@ def child(conn: Connection, tenant_id: str, parent_id: str, name: str) -> Row[An
     ).first()
 
 
+LIST_PAGE = (
+    select(
+        NODES.c.id,
+        NODES.c.name,
+        NODES.c.kind,
+        NODES.c.size,
+        NODES.c.sha256,
+        NODES.c.mtime,
+        NODES.c.created_at,
+        NODES.c.version_id,
+    )
+    .where(
+        NODES.c.tenant_id == bindparam("tenant_id"),
+        NODES.c.parent_id == bindparam("parent_id"),
+        NODES.c.trashed_at.is_(None),
+        NODES.c.name > bindparam("after"),
+    )
+    .order_by(NODES.c.name)
+    .limit(bindparam("n"))
+)
+"""One page of a folder by name: a cursor that stays right while entries come and go."""
+
 _INSERT_VERSION = insert(VERSIONS)
 _INSERT_VERSION_CHUNKS = insert(VERSION_CHUNKS)
 _SUPERSEDE = (

@@ -21,7 +21,7 @@ import contextlib
 import mimetypes
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from wsgidav.dav_error import (
     HTTP_BAD_REQUEST,
@@ -39,6 +39,7 @@ from allset.core.principal import Principal
 from allset.files.entries import Entry, Readable
 from allset.files.service import FileService
 from allset.files.upload import Upload, begin_upload, store_bytes
+from allset.server.dav import propfind
 from allset.server.transfer import repr_digest
 
 NS = "urn:allset:dav:"
@@ -127,6 +128,10 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
                 "PROPFIND with Depth: infinity is not supported; use Depth: 1.",
                 err_condition=PRECONDITION_CODE_PropfindFiniteDepth,
             )
+        if method == "PROPFIND":
+            answered = self._propfind(environ, start_response)
+            if answered is not None:
+                return answered
         if self.apple_files == "refuse" and method in ("PUT", "MKCOL", "COPY", "MOVE", "LOCK"):
             names = [environ.get("PATH_INFO", "")]
             if method in ("COPY", "MOVE"):
@@ -138,6 +143,84 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
                     "(dav_apple_files = refuse).",
                 )
         return default(environ, start_response)
+
+    def _propfind(self, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        """The native PROPFIND (see propfind.py); None hands the request to WsgiDAV."""
+        if "HTTP_IF" in environ:
+            return None
+        body = propfind.read_body(environ)
+        request = propfind.parse_request(body) if body is not None else None
+        if request is None:
+            return None
+        mode, names = request
+        path = environ.get("PATH_INFO") or "/"
+        p = principal_of(environ)
+        try:
+            rp = parse_path(path)
+            target = self.files.stat(p, rp)
+        except AllsetError:
+            return None  # WsgiDAV answers 404 (or the matching error) its own way
+        if rp.parts and self.apple_files == "refuse" and is_apple_metadata(rp.name):
+            return None
+        lm = self.lock_manager
+        ref = quote("/" + "/".join(rp.parts))
+        if lm is not None and (
+            lm.get_url_lock_list(ref, recursive=True) or lm.get_indirect_url_lock_list(ref)
+        ):
+            return None  # lock discovery is WsgiDAV's (locks are rare and short-lived)
+        members: list[Entry] = []
+        if environ.get("HTTP_DEPTH") == "1" and target.kind == "dir":
+            hide = self.apple_files != "allow"
+            members = [e for e in self.list_all(p, rp) if not (hide and is_apple_metadata(e.name))]
+        with as_dav_errors():
+            dead = self.files.properties_of(p, [target.id, *(e.id for e in members)])
+
+        def quota() -> tuple[int, int]:
+            with as_dav_errors():
+                u = self.files.usage(p)
+            return u.used, max(0, u.quota - u.used - u.inflight)
+
+        writer = propfind.PropfindWriter(mode, names, SHA256_PROP, quota, lambda _path: None)
+        base = "/" + "/".join(rp.parts)
+        mount = self.mount_path or ""
+        responses = [
+            writer.response(
+                target,
+                propfind.href_of(mount, base, target.kind == "dir"),
+                base,
+                dead.get(target.id, {}),
+            )
+        ]
+        prefix = base.rstrip("/") + "/"
+        for e in members:
+            child = prefix + e.name
+            responses.append(
+                writer.response(
+                    e, propfind.href_of(mount, child, e.kind == "dir"), child, dead.get(e.id, {})
+                )
+            )
+        data = b"".join(propfind.multistatus(responses))
+        start_response(
+            "207 Multi-Status",
+            [
+                ("Content-Type", "application/xml; charset=utf-8"),
+                ("Content-Length", str(len(data))),
+            ],
+        )
+        return [data]
+
+    def list_all(self, p: Principal, rp: RemotePath) -> list[Entry]:
+        """A whole folder, page by page (bounded at ten million entries)."""
+        entries: list[Entry] = []
+        after = ""
+        with as_dav_errors():
+            for _ in range(10_000):
+                _, page, after_next = self.files.list_dir(p, rp, after=after, limit=1000)
+                entries.extend(page)
+                if after_next is None:
+                    break
+                after = after_next
+        return entries
 
 
 class _Base:
@@ -223,21 +306,12 @@ class Folder(_Base, DAVCollection):  # type: ignore[misc]
 
     def _listing(self) -> dict[str, Entry]:
         if self._members is None:
-            members: dict[str, Entry] = {}
-            after = ""
             hide = self.provider.apple_files != "allow"
-            with as_dav_errors():
-                for _ in range(10_000):  # pages of 1,000: bounded at ten million entries
-                    _, page, after_next = self.files.list_dir(
-                        self.principal, self.rp, after=after, limit=1000
-                    )
-                    for e in page:
-                        if not (hide and is_apple_metadata(e.name)):
-                            members[e.name] = e
-                    if after_next is None:
-                        break
-                    after = after_next
-            self._members = members
+            self._members = {
+                e.name: e
+                for e in self.provider.list_all(self.principal, self.rp)
+                if not (hide and is_apple_metadata(e.name))
+            }
         return self._members
 
     def get_member_names(self) -> list[str]:
@@ -322,6 +396,8 @@ class File(_Base, DAVNonCollection):  # type: ignore[misc]
     def get_property_value(self, name: str) -> Any:
         if name == SHA256_PROP:
             return self.entry.sha256
+        if name == "{DAV:}getetag":  # RFC 4918 §15.6: an entity-tag, quotes included
+            return self.entry.etag
         return super().get_property_value(name)
 
     def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
