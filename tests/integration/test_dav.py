@@ -300,3 +300,49 @@ def test_depth1_listing_is_well_formed_for_odd_names(client: TestClient, alice: 
     }
     assert statuses["HTTP/1.1 200 OK"] == ["{DAV:}getcontentlength", "{urn:example:z}tag"]
     assert statuses["HTTP/1.1 404 Not Found"] == ["{urn:example:z}absent"]
+
+
+def test_windows_explorer_save_sequence(client: TestClient, alice: Account) -> None:
+    """What the Windows redirector does when an application saves a new file: LOCK the
+    unmapped name (creates an empty file), PUT chunked with the lock token and
+    ``Translate: f``, PROPPATCH its Win32 times, UNLOCK."""
+    lock = (
+        b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+        b"</D:lockscope><D:locktype><D:write/></D:locktype>"
+        b"<D:owner><D:href>WIN\\alice</D:href></D:owner></D:lockinfo>"
+    )
+    r = dav(client, "LOCK", "/Budget.xlsx", alice, content=lock, headers={"Timeout": "Second-3600"})
+    assert r.status_code in (200, 201), r.text
+    token = r.headers["lock-token"]
+    assert dav(client, "GET", "/Budget.xlsx", alice).content == b""
+
+    def body() -> Iterator[bytes]:
+        yield b"PK\x03\x04" + b"\x00" * 5000
+
+    put = dav(
+        client,
+        "PUT",
+        "/Budget.xlsx",
+        alice,
+        content=body(),
+        headers={"If": f"({token})", "Translate": "f"},
+    )
+    assert put.status_code == 204, put.text
+    times = (
+        b'<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
+        b'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+        b"<Z:Win32LastModifiedTime>Sat, 28 Nov 2026 10:00:00 GMT</Z:Win32LastModifiedTime>"
+        b"<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>"
+        b"</D:prop></D:set></D:propertyupdate>"
+    )
+    pp = dav(
+        client, "PROPPATCH", "/Budget.xlsx", alice, content=times, headers={"If": f"({token})"}
+    )
+    assert pp.status_code == 207 and "200 OK" in pp.text
+    assert (
+        dav(client, "UNLOCK", "/Budget.xlsx", alice, headers={"Lock-Token": token}).status_code
+        == 204
+    )
+    got = dav(client, "PROPFIND", "/Budget.xlsx", alice, headers={"Depth": "0"})
+    assert "00000020" in got.text and "Win32LastModifiedTime" in got.text
+    assert dav(client, "GET", "/Budget.xlsx", alice).content.startswith(b"PK")
