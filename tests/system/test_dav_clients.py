@@ -32,7 +32,9 @@ pytestmark = pytest.mark.system
 LITMUS_SUITES = "basic copymove props locks http"
 
 
-def run_litmus(srv: ServerProcess, email: str, password: str) -> dict[str, tuple[int, int]]:
+def run_litmus(
+    srv: ServerProcess, email: str, password: str, capsys: pytest.CaptureFixture[str]
+) -> dict[str, tuple[int, int]]:
     env = {**os.environ, "TESTS": LITMUS_SUITES, "SSL_CERT_FILE": str(srv.cert)}
     res = subprocess.run(
         ["litmus", f"{srv.url}/dav/", email, password],
@@ -46,31 +48,35 @@ def run_litmus(srv: ServerProcess, email: str, password: str) -> dict[str, tuple
     summaries = re.findall(
         r"<- summary for `(\w+)': of (\d+) tests run: (\d+) passed, (\d+) failed", res.stdout
     )
-    for line in res.stdout.splitlines():  # the CI log shows every summary line
-        if "summary for" in line or "FAIL" in line or "SKIPPED" in line:
-            print(line)
+    with capsys.disabled():  # the CI log shows every summary line, pass or fail
+        print(f"\nlitmus against {srv.url}/dav/:")
+        for line in res.stdout.splitlines():
+            if "summary for" in line or "FAIL" in line or "SKIPPED" in line:
+                print("   ", line.strip())
     failures = [line for line in res.stdout.splitlines() if "FAIL" in line]
     assert not failures, res.stdout[-4000:]
     return {name: (int(run), int(passed)) for name, run, passed, _failed in summaries}
 
 
 @pytest.mark.slow
-def test_litmus_over_tls(server: ServerProcess) -> None:
+def test_litmus_over_tls(server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
     _, email, password = make_account(server, "litmus", "dav@litmus.example")
-    results = run_litmus(server, email, password)
+    results = run_litmus(server, email, password, capsys)
     assert set(results) == set(LITMUS_SUITES.split()), results
     for name, (run, passed) in results.items():
         assert run > 0 and passed == run, (name, run, passed)
 
 
 @pytest.mark.slow
-def test_litmus_plain_http_reverse_proxy_mode(tmp_path: Path) -> None:
+def test_litmus_plain_http_reverse_proxy_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Over TLS litmus skips its Expect: 100-continue test; the plain mode runs it."""
     srv = ServerProcess(tmp_path / "srv", plain_http=True)
     srv.start()
     try:
         _, email, password = make_account(srv, "litmus", "dav@litmus.example")
-        results = run_litmus(srv, email, password)
+        results = run_litmus(srv, email, password, capsys)
         assert results["http"][0] == results["http"][1] >= 4, results
         assert all(run == passed for run, passed in results.values()), results
     finally:
