@@ -346,3 +346,14 @@ def test_windows_explorer_save_sequence(client: TestClient, alice: Account) -> N
     got = dav(client, "PROPFIND", "/Budget.xlsx", alice, headers={"Depth": "0"})
     assert "00000020" in got.text and "Win32LastModifiedTime" in got.text
     assert dav(client, "GET", "/Budget.xlsx", alice).content.startswith(b"PK")
+
+
+def test_root_probe_and_mount_without_slash(client: TestClient, alice: Account) -> None:
+    """Windows probes ``OPTIONS /`` and may address ``/dav`` without the slash."""
+    probe = client.request("OPTIONS", "/")
+    assert probe.status_code == 200 and probe.headers["dav"].startswith("1")
+    assert probe.headers["ms-author-via"] == "DAV"
+    dav(client, "PUT", "/seen.txt", alice, content=b"x")
+    r = client.request("PROPFIND", "/dav", auth=alice.auth, headers={"Depth": "1"})
+    assert r.status_code == 207 and "/dav/seen.txt" in r.text
+    assert client.request("PROPFIND", "/dav", headers={"Depth": "0"}).status_code == 401

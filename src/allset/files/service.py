@@ -206,7 +206,7 @@ class FileService:
                 raise NotFound(f"Nothing at {rp}.")
             if node.kind != "dir":
                 return _entry(node, rp), [], None
-            rows = c.execute(
+            rows: list[Row[Any]] = c.execute(  # type: ignore[assignment]
                 sql.LIST_PAGE,
                 {"tenant_id": p.tenant_id, "parent_id": node.id, "after": after, "n": limit + 1},
             ).all()

@@ -28,7 +28,7 @@ from allset.files import maintenance
 from allset.observability import REGISTRY
 from allset.runtime import Runtime
 from allset.server.dav.app import MOUNT as DAV_MOUNT
-from allset.server.dav.app import DavFront
+from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, files, tree
@@ -193,12 +193,15 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    dav = DavFront(runtime)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
             Mount("/api/v1", app=build_api(runtime)),
-            Mount(DAV_MOUNT, app=DavFront(runtime)),
+            Route("/", ServerOptions(), methods=["OPTIONS"]),
+            Route(DAV_MOUNT, DavRootAlias(dav)),
+            Mount(DAV_MOUNT, app=dav),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

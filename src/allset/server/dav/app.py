@@ -141,3 +141,36 @@ class DavFront:
 
         app: Any = self._app_for(principal.tenant_id)  # a2wsgi types ASGI more narrowly
         await app(scope, guarded_receive, proof_send)
+
+
+class DavRootAlias:
+    """``/dav`` without the slash is the same collection as ``/dav/``: some clients (the
+    Windows redirector among them) do not follow a redirect on PROPFIND or OPTIONS."""
+
+    def __init__(self, front: DavFront) -> None:
+        self.front = front
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = {**scope, "path": MOUNT + "/", "raw_path": (MOUNT + "/").encode()}
+        scope["root_path"] = scope.get("root_path", "") + MOUNT
+        await self.front(scope, receive, send)
+
+
+class ServerOptions:
+    """``OPTIONS /``: the Windows redirector probes the server root before mapping a drive
+    and gives up unless it sees a WebDAV server there. Reveals nothing about any Client."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"dav", b"1, 2"),
+                    (b"ms-author-via", b"DAV"),
+                    (b"allow", b"OPTIONS, GET, HEAD"),
+                    (b"content-length", b"0"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
