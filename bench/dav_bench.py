@@ -1,8 +1,9 @@
 """WebDAV at ``/dav/`` beside peer WebDAV servers, on the same machine in the same run.
 
 Run:  .venv/bin/python bench/dav_bench.py [--quick] [--repeat 3] [--runs 3] [--size-mib 512]
-      [--small 2000] [--entries 10000] [--servers rclone,apache,nginx,ours-plain,ours-tls]
-      [--json out.json] [--keep] [--max-minutes 30]
+      [--small 2000] [--conns 8] [--clients 2] [--entries 10000]
+      [--servers rclone,apache,nginx,ours-plain,ours-tls] [--no-install] [--json out.json]
+      [--keep] [--quiet-wait 30] [--quiet-cores 0.3] [--phase-seconds 300] [--max-minutes 40]
       (--quick = --size-mib 64 --small 200 --entries 1000 --repeat 1 --runs 1, a smoke run)
 
 Servers (each on 127.0.0.1 only, on a port of its own, over a fresh directory or data dir in a
@@ -53,6 +54,10 @@ and over it (reused blocks), before and after the servers.
 
 Goals (issue tracker): PROPFIND <= 0.25 s (ours plain, both request kinds); GET >= 600 MB/s
 (ours plain); small-file PUT at least rclone's rate in the same run (ours plain).
+
+A full run (3 rounds x 3 runs) takes ~15 min on the 2-core VM when it is quiet, most of it
+ours' small-file phase; it needs ~20 GB free under ``--tmp`` (ours keeps every 512 MiB PUT,
+twice, in its trash). ``--max-minutes`` stops it and prints what was measured by then.
 
 Only loopback addresses are used; every loop is bounded in count and in time; servers are
 stopped and temporary directories removed even on failure (``--keep`` keeps them).
@@ -175,9 +180,18 @@ def children_of(pid: int) -> list[int]:
     return tree
 
 
-def stop_pids(main: subprocess.Popen[bytes] | None, pids: list[int], log: Log) -> None:
-    """SIGTERM the server's first process, wait, then SIGKILL whatever of its processes is
-    left (by PID, only processes this run started)."""
+def start_time(pid: int) -> str:
+    """The process's start time (field 22 of /proc/PID/stat): with the PID, it names one
+    process, so a PID reused by another program is never signalled."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def stop_pids(main: subprocess.Popen[bytes] | None, pids: dict[int, str], log: Log) -> None:
+    """SIGTERM the server's first process and wait; then SIGKILL those of its other
+    processes (PID and start time as recorded while it ran) still there after 5 s."""
     if main is not None and main.poll() is None:
         main.send_signal(signal.SIGTERM)
         try:
@@ -186,12 +200,15 @@ def stop_pids(main: subprocess.Popen[bytes] | None, pids: list[int], log: Log) -
             log(f"  pid {main.pid} did not stop in 20 s; SIGKILL")
             main.kill()
             main.wait(timeout=10)
-    for p in pids:
-        if main is not None and p == main.pid:
-            continue
+    others = {p: t for p, t in pids.items() if main is None or p != main.pid}
+    for _ in range(50):
+        others = {p: t for p, t in others.items() if t and start_time(p) == t}
+        if not others:
+            return
+        time.sleep(0.1)
+    for p in others:
+        log(f"  pid {p} left over; SIGKILL")
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(p, 0)
-            time.sleep(0.5)
             os.kill(p, signal.SIGKILL)
 
 
@@ -266,7 +283,7 @@ class Server:
         self.cafile: Path | None = None
         self.version = ""
         self.error = ""
-        self.known_pids: list[int] = []
+        self.known_pids: dict[int, str] = {}
 
     @property
     def url(self) -> str:
@@ -301,16 +318,16 @@ class Server:
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; log: {self.log_tail()}") from exc
         time.sleep(0.3)  # workers started
-        self.known_pids = children_of(self.pid)
+        self.known_pids = {p: start_time(p) for p in children_of(self.pid)}
 
     def write_config(self) -> None:
         pass
 
     def stop(self) -> None:
-        pids = list(self.known_pids)
+        pids = dict(self.known_pids)
         if self.proc is not None:
             with contextlib.suppress(OSError):
-                pids = sorted(set(pids) | set(children_of(self.proc.pid)))
+                pids |= {p: start_time(p) for p in children_of(self.proc.pid)}
         stop_pids(self.proc, pids, self.log)
         self.proc = None
 
@@ -557,7 +574,7 @@ class Ours(Server):
         self.srv.start()
         assert self.srv.proc is not None
         self.proc = self.srv.proc
-        self.known_pids = [self.proc.pid]
+        self.known_pids = {self.proc.pid: start_time(self.proc.pid)}
 
     def stop(self) -> None:
         if self.srv is not None:
@@ -1111,6 +1128,15 @@ def main(argv: list[str]) -> int:
     }
     servers: list[Server] = []
     status = 0
+    # ours keeps deleted files in the trash and stores 2 replicas: every PUT stays on disk
+    ours = sum(1 for n in args.servers if n.startswith("ours"))
+    need = args.size_mib * MiB * (2 * args.runs * args.repeat * ours + 4)
+    free = shutil.disk_usage(root).free
+    if free < need:
+        log(
+            f"WARNING: {free / 2**30:.0f} GiB free under {root}; "
+            f"the run may need {need / 2**30:.0f} GiB"
+        )
     try:
         wanted = sorted({p for n in args.servers for p in kinds[n]().packages})
         missing = (
@@ -1149,25 +1175,33 @@ def main(argv: list[str]) -> int:
         refs = dd_references(root)
         for k, v in refs.items():
             result["references"][k].append(v)
-        for rnd in range(args.repeat):
-            order = servers[rnd % len(servers) :] + servers[: rnd % len(servers)] if servers else []
-            for srv in order:
-                r = results[srv.name]
-                if r.get("error") and not r["rounds_done"]:
-                    continue  # failed to start before: not again
-                try:
-                    run_turn(srv, rnd, args, r, log)
-                except Exception as exc:  # reported; the other servers still run
-                    r["error"] = f"round {rnd + 1}: {exc!r}; log: {srv.log_tail()[-1500:]}"
-                    log(f"[{srv.name}] FAILED: {exc!r}")
-        log("references again: dd")
-        wait_quiet([], args.quiet_wait, args.quiet_cores, log)
-        refs = dd_references(root)
-        for k, v in refs.items():
-            result["references"][k].append(v)
+        try:
+            for rnd in range(args.repeat):
+                n = len(servers)
+                order = servers[rnd % n :] + servers[: rnd % n] if n else []  # rotate
+                for srv in order:
+                    r = results[srv.name]
+                    if r.get("error") and not r["rounds_done"]:
+                        continue  # failed to start before: not again
+                    try:
+                        run_turn(srv, rnd, args, r, log)
+                    except Exception as exc:  # reported; the other servers still run
+                        r["error"] = f"round {rnd + 1}: {exc!r}; log: {srv.log_tail()[-1500:]}"
+                        log(f"[{srv.name}] FAILED: {exc!r}")
+            log("references again: dd")
+            wait_quiet([], args.quiet_wait, args.quiet_cores, log)
+            refs = dd_references(root)
+            for k, v in refs.items():
+                result["references"][k].append(v)
+        except Timeout as exc:  # report what was measured until then
+            result["timeout"] = str(exc)
+            log(f"STOPPED: {exc}")
+            status = 1
         result["elapsed_minutes"] = (time.monotonic() - started) / 60
         print(report(result))
         print(f"\n(run took {result['elapsed_minutes']:.1f} min)")
+        if "timeout" in result:
+            print(f"INCOMPLETE: {result['timeout']}; the figures above are the runs done by then")
         if any(r.get("error") for r in results.values()):
             status = 1
     finally:
