@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from allset.core.ids import new_id
 from allset.db.engine import Database
 from allset.db.models import Setting
 from allset.files.leases import ChunkLeases
+from allset.files.resumable import Resumables
 from allset.files.service import FileService
 from allset.observability import CHUNK_REPAIRS
 from allset.settings import Settings
@@ -38,6 +40,7 @@ class Runtime:
     leases: ChunkLeases
     accounts: Accounts
     files: FileService
+    resumables: Resumables
 
     def close(self) -> None:
         self.store.close()
@@ -73,7 +76,13 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.session_lifetime_seconds,
     )
     files = FileService(db, store, leases, settings.retention_days)
-    return Runtime(settings, db, store, leases, accounts, files)
+    resumables = Resumables(
+        files,
+        settings.data_dir / "tus",
+        timedelta(hours=settings.resumable_expiry_hours),
+        settings.upload_max_size,
+    )
+    return Runtime(settings, db, store, leases, accounts, files, resumables)
 
 
 @dataclass

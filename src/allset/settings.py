@@ -40,6 +40,8 @@ class Settings:
     login_ip_free_attempts: int = 30  # failures per IP (any account) before backoff
     login_max_backoff_seconds: int = 900
     session_lifetime_seconds: int = 14 * 86400
+    resumable_expiry_hours: int = 24  # unfinished tus uploads, then their bytes are reclaimed
+    upload_max_size: int = 1024 * GiB  # largest single file (tus announces it)
     dav_apple_files: str = "hide"  # macOS ._* and .DS_Store over WebDAV: allow|hide|refuse
     metrics_public: bool = False  # /metrics answers loopback only unless set
     log_json: bool = True
@@ -64,7 +66,7 @@ class Settings:
         return Path(self.tls_key) if self.tls_key else self.data_dir / "tls" / "key.pem"
 
 
-_SIZES = {"default_quota"}
+_SIZES = {"default_quota", "upload_max_size"}
 _RATES = {"default_bandwidth"}
 
 

@@ -448,12 +448,14 @@ def maintenance(ctx: click.Context) -> None:
 
     rt = _runtime(ctx)
     report = purge_expired(rt.files)
+    report.expired_uploads = rt.resumables.expire()
     _out(
         ctx,
         report.__dict__,
         lambda d: (
             f"purged {d['trashed_purged']} trashed items and {d['versions_purged']} old "
-            "versions; the running server frees their space"
+            f"versions, forgot {d['expired_uploads']} expired unfinished uploads; the running "
+            "server frees their space"
         ),
     )
 

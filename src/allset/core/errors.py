@@ -77,6 +77,12 @@ class TooLarge(AllsetError):
     slug = "too-large"
 
 
+class UnsupportedMediaType(AllsetError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+
 class RangeNotSatisfiable(AllsetError):
     status = 416
     title = "Range not satisfiable"
@@ -89,6 +95,21 @@ class DigestMismatch(AllsetError):
     status = 400
     title = "Digest mismatch"
     slug = "digest-mismatch"
+
+
+class ChecksumMismatch(DigestMismatch):
+    """tus checksum extension: the request's body does not match Upload-Checksum; the
+    bytes of that request are discarded and the upload can be resumed."""
+
+    status = 460
+    title = "Checksum mismatch"
+    slug = "checksum-mismatch"
+
+
+class Gone(AllsetError):
+    status = 410
+    title = "Gone"
+    slug = "gone"
 
 
 class TooManyAttempts(AllsetError):

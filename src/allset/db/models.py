@@ -216,6 +216,27 @@ class NodeProperty(Base):
     value: Mapped[bytes] = mapped_column(LargeBinary)  # the serialised XML element
 
 
+class ResumableUpload(Base):
+    """A tus upload in progress: its bytes so far are in ``DATA/tus/<id>.part`` (fsynced up
+    to ``offset``); it counts against the quota until it is committed or expires."""
+
+    __tablename__ = "resumable_uploads"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(ID)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    path: Mapped[str] = mapped_column(Text, default="")  # destination file; "" for a part
+    meta: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # Upload-Metadata
+    concat: Mapped[str] = mapped_column(String(8), default="")  # "" | partial | final
+    parts: Mapped[list[str]] = mapped_column(JSON, default=list)  # a final upload's parts
+    state: Mapped[str] = mapped_column(String(8), default="open")  # open | done
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the stored file
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    __table_args__ = (Index("ix_resumable_tenant_state", "tenant_id", "state"),)
+
+
 class Event(Base):
     """Change feed and audit trail in one append-only table (R-OPS-4, sync)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, update
 
@@ -19,6 +19,9 @@ from allset.blobstore.replicated import ScrubReport
 from allset.core.principal import Principal
 from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
 from allset.files.service import FileService
+
+if TYPE_CHECKING:
+    from allset.files.resumable import Resumables
 
 log = logging.getLogger("allset.maintenance")
 
@@ -31,6 +34,7 @@ class MaintenanceReport:
     bytes_freed: int = 0
     orphan_files: int = 0
     temp_files: int = 0
+    expired_uploads: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -162,8 +166,12 @@ def collect_orphans(
     return report
 
 
-def run_all(svc: FileService, grace_seconds: float) -> MaintenanceReport:
+def run_all(
+    svc: FileService, grace_seconds: float, resumables: Resumables | None = None
+) -> MaintenanceReport:
     report = purge_expired(svc)
+    if resumables is not None:
+        report.expired_uploads = resumables.expire()
     collect_chunks(svc, report)
     collect_orphans(svc, grace_seconds, report)
     return report

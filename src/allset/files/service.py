@@ -25,7 +25,7 @@ from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
-from allset.db.models import Event, Node, NodeProperty, Tenant, Version, VersionChunk, utcnow
+from allset.db.models import Event, Node, NodeProperty, Version, VersionChunk, utcnow
 from allset.files import sql
 from allset.files.entries import ChunkRef, Entry, Readable
 from allset.files.leases import ChunkLeases
@@ -272,11 +272,13 @@ class FileService:
         return data if (lo == 0 and hi == ref.size) else data[lo:hi]
 
     def usage(self, p: Principal) -> Usage:
-        with self.db.read() as s:
-            t = s.get(Tenant, p.tenant_id)
-            if t is None:
-                raise NotFound("Not found.")
-            return Usage(t.used_bytes, t.quota_bytes, self.leases.inflight(p.tenant_id))
+        """In flight = uploads streaming now + unfinished resumable uploads."""
+        with self.db.read_conn() as c:
+            row = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).first()
+        if row is None:
+            raise NotFound("Not found.")
+        used, quota, reserved = row
+        return Usage(used, quota, self.leases.inflight(p.tenant_id) + int(reserved))
 
     # ---- folders -------------------------------------------------------------------
     def mkdir(self, p: Principal, path: str | RemotePath, parents: bool = False) -> Entry:

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    func,
     insert,
     select,
     update,
@@ -30,7 +31,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from allset.core.ids import new_id
-from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.db.models import (
+    Chunk,
+    Event,
+    Node,
+    ResumableUpload,
+    Tenant,
+    Version,
+    VersionChunk,
+    utcnow,
+)
 
 
 def _table(model: Any) -> Table:
@@ -45,6 +55,7 @@ VERSION_CHUNKS = _table(VersionChunk)
 EVENTS = _table(Event)
 TENANTS = _table(Tenant)
 CHUNKS = _table(Chunk)
+RESUMABLE = _table(ResumableUpload)
 
 
 @functools.lru_cache(maxsize=64)
@@ -230,18 +241,32 @@ def record_event(
 
 
 # ---- chunks and quota (the upload's commit) ------------------------------------------
+_RESERVED = (
+    select(func.coalesce(func.sum(RESUMABLE.c.length), 0))
+    .where(
+        RESUMABLE.c.tenant_id == bindparam("tenant_id"),
+        RESUMABLE.c.state == "open",
+        RESUMABLE.c.concat != "final",  # its parts hold its bytes
+    )
+    .scalar_subquery()
+)
+"""Bytes promised to unfinished resumable (tus) uploads: they count against the quota
+until committed or expired, so admission control sees them."""
+
 KNOWN_CHUNK_AND_USAGE = select(
     exists().where(
         CHUNKS.c.tenant_id == bindparam("tenant_id"), CHUNKS.c.hash == bindparam("hash")
     ),
     TENANTS.c.used_bytes,
     TENANTS.c.quota_bytes,
+    _RESERVED,
 ).where(TENANTS.c.id == bindparam("tenant_id"))
-"""(is this chunk already stored for the Client, bytes used, quota) in one round trip."""
+"""(is this chunk already stored for the Client, used, quota, reserved) in one round trip."""
 
-TENANT_USAGE = select(TENANTS.c.used_bytes, TENANTS.c.quota_bytes).where(
+TENANT_USAGE = select(TENANTS.c.used_bytes, TENANTS.c.quota_bytes, _RESERVED).where(
     TENANTS.c.id == bindparam("tenant_id")
 )
+"""(bytes used, quota, bytes reserved by unfinished resumable uploads)"""
 EXISTING_CHUNKS = select(CHUNKS.c.hash).where(
     CHUNKS.c.tenant_id == bindparam("tenant_id"),
     CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),

@@ -91,6 +91,7 @@ class Upload:
         expected_size: int | None = None,
         expected_sha256: str | None = None,
         reserved: int = 0,
+        credit: int = 0,
     ) -> None:
         self.svc = svc
         self.p = principal
@@ -108,6 +109,7 @@ class Upload:
         self._leased: dict[str, int] = {}
         self._written: set[str] = set()
         self._reserved = reserved
+        self._credit = credit
         self._pending: deque[tuple[str, list[Future[None]]]] = deque()
         self._new_bytes = 0
         self._done = False
@@ -160,18 +162,21 @@ class Upload:
             leases.take(self.tenant, digest)
             self._leased[digest] = len(chunk)
             with self.svc.db.read_conn() as c:
-                known, used, quota = c.execute(
+                known, used, quota, held = c.execute(
                     sql.KNOWN_CHUNK_AND_USAGE, {"tenant_id": self.tenant, "hash": digest}
                 ).one()
+            # Bytes promised to unfinished resumable uploads, except the one being
+            # committed through this Upload (its credit).
+            held = int(held) - self._credit
             if known or leases.is_durable(self.tenant, digest):
                 return
             # Quota: bytes new to this Client, beyond what was reserved at the start.
             self._new_bytes += len(chunk)
             need = self._new_bytes - self._reserved
             if need > 0:
-                inflight = leases.try_reserve(self.tenant, need, used, quota)
+                inflight = leases.try_reserve(self.tenant, need, used + held, quota)
                 if inflight is not None:
-                    raise quota_error(used, quota, need, inflight)
+                    raise quota_error(used, quota, need, inflight + held)
                 self._reserved += need
             self._pending.append((digest, self.svc.store.put_async(self.tenant, digest, chunk)))
             self._written.add(digest)
@@ -267,7 +272,7 @@ class Upload:
             if charge:
                 done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
                 if done.rowcount != 1:
-                    used, quota = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
+                    used, quota, _ = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
                     raise quota_error(used, quota, charge)
             created = node is None
             if node is None:
@@ -349,7 +354,7 @@ class Upload:
                 left = leases.drop(self.tenant, digest)
                 if delete_unused and digest in self._written and left == 0:
                     with self.svc.db.read_conn() as c:
-                        committed, _, _ = c.execute(
+                        committed, _, _, _ = c.execute(
                             sql.KNOWN_CHUNK_AND_USAGE, {"tenant_id": self.tenant, "hash": digest}
                         ).one()
                     if not committed:
@@ -377,15 +382,18 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
             kw.get("if_match"),  # type: ignore[arg-type]
             kw.get("if_none_match"),  # type: ignore[arg-type]
         )
-        used, quota = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).one()
+        used, quota, held = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).one()
+        # Unfinished resumable uploads hold quota too; one being committed through this
+        # Upload already holds its own (credit), which must not count twice.
+        held = int(held) - int(kw.get("credit") or 0)  # type: ignore[call-overload]
         expected = kw.get("expected_size")
         reserved = 0
         if isinstance(expected, int) and expected > 0:
             # Admission control: a body of known length reserves its size up front, so
             # concurrent uploads are admitted in order instead of all starving each other.
-            inflight = svc.leases.try_reserve(p.tenant_id, expected, used, quota)
+            inflight = svc.leases.try_reserve(p.tenant_id, expected, used + held, quota)
             if inflight is not None:
-                raise quota_error(used, quota, expected, inflight)
+                raise quota_error(used, quota, expected, inflight + held)
             reserved = expected
     try:
         return Upload(svc, p, path, reserved=reserved, **kw)  # type: ignore[arg-type]

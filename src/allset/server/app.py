@@ -32,6 +32,8 @@ from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, files, tree
+from allset.server.tus import MOUNT as TUS_MOUNT
+from allset.server.tus import TusFront
 
 log = logging.getLogger("allset.server")
 
@@ -172,7 +174,10 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             await asyncio.sleep(interval)
             try:
                 report = await run_in_threadpool(
-                    maintenance.run_all, runtime.files, settings.gc_grace_seconds
+                    maintenance.run_all,
+                    runtime.files,
+                    settings.gc_grace_seconds,
+                    runtime.resumables,
                 )
                 log.info("maintenance", extra={"report": report.__dict__})
             except Exception:
@@ -182,7 +187,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Reclaim what a crash left behind before taking new uploads.
         report = await run_in_threadpool(
-            maintenance.run_all, runtime.files, settings.gc_grace_seconds
+            maintenance.run_all, runtime.files, settings.gc_grace_seconds, runtime.resumables
         )
         log.info("startup maintenance", extra={"report": report.__dict__})
         task = asyncio.create_task(maintenance_loop())
@@ -202,6 +207,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             Route("/", ServerOptions(), methods=["OPTIONS"]),
             Route(DAV_MOUNT, DavRootAlias(dav)),
             Mount(DAV_MOUNT, app=dav),
+            Mount(TUS_MOUNT, app=TusFront(runtime)),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

@@ -13,19 +13,24 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from allset.core.errors import InvalidInput
 from allset.files.entries import ChunkRef
-from allset.files.upload import Upload
 
 BLOCK = 1 << 20
 
 
-async def pump_request(request: Request, upload: Upload) -> None:
-    """Feed the request body into ``upload``; never two writes at once."""
+class Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+
+async def pump_request(request: Request, upload: Sink) -> None:
+    """Feed the request body into ``upload`` (an Upload, a resumable Appender) in blocks of
+    1 MiB, in a worker thread; never two writes at once."""
     buf = bytearray()
     pending: asyncio.Future[None] | None = None
     try:

@@ -1,0 +1,406 @@
+"""Resumable uploads (the tus protocol's storage side), over the same Upload as every PUT.
+
+The bytes of an unfinished upload are staged in ``DATA/tus/<id>.part``. The database row
+records ``offset``: the number of bytes that are fsynced in that file. That is the only
+offset ever announced, so after a crash the file may be longer than the offset (a write
+that was never acknowledged) and is cut back before the next append: nothing is counted
+twice and nothing acknowledged is lost.
+
+When the last byte arrives, the part file is streamed through ``begin_upload`` (chunking,
+replicas, quota, versions, the commit transaction), exactly like a REST PUT, so conflicts
+and versions follow the same rules. Until then the upload's declared length counts
+against the Client's quota (``sql.TENANT_USAGE``), and an upload left alone expires (24 h
+by default) and its bytes are reclaimed by maintenance.
+
+Concatenation: "partial" uploads are never committed on their own; a "final" upload names
+finished parts and is committed by streaming them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from allset.core.errors import (
+    ChecksumMismatch,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+)
+from allset.core.ids import is_id, new_id
+from allset.core.paths import RemotePath, parse_path
+from allset.core.principal import Principal
+from allset.db.models import ResumableUpload, utcnow
+from allset.files import sql
+from allset.files.entries import Entry
+from allset.files.service import FileService
+from allset.files.upload import begin_upload, quota_error
+
+log = logging.getLogger("allset.resumable")
+
+BLOCK = 1 << 20
+CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+
+
+@dataclass(frozen=True)
+class ResumableInfo:
+    id: str
+    length: int
+    offset: int
+    expires_at: datetime
+    meta: dict[str, str]
+    concat: str
+    parts: list[str]
+    path: str
+    done: bool
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _info(row: ResumableUpload) -> ResumableInfo:
+    return ResumableInfo(
+        id=row.id,
+        length=row.length,
+        offset=row.offset,
+        expires_at=row.expires_at,
+        meta=dict(row.meta or {}),
+        concat=row.concat,
+        parts=list(row.parts or []),
+        path=row.path,
+        done=row.state == "done",
+        result=dict(row.result or {}),
+    )
+
+
+def destination(meta: dict[str, str]) -> RemotePath:
+    """``path`` (the destination folder, default the root) + ``filename``."""
+    name = meta.get("filename", "").strip()
+    if not name:
+        raise InvalidInput("Upload-Metadata must include 'filename' (base64), the file's name.")
+    if "/" in name:
+        raise InvalidInput("'filename' is a name, not a path; put the folder in 'path'.")
+    folder = meta.get("path", "/") or "/"
+    return parse_path(folder.rstrip("/") + "/" + name)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Resumables:
+    def __init__(self, files: FileService, root: Path, expiry: timedelta, max_size: int) -> None:
+        self.files = files
+        self.db = files.db
+        self.root = root
+        self.expiry = expiry
+        self.max_size = max_size
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+
+    def part_path(self, upload_id: str) -> Path:
+        return self.root / f"{upload_id}.part"
+
+    # ---- creation --------------------------------------------------------------------
+    def create(
+        self,
+        p: Principal,
+        length: int | None,
+        meta: dict[str, str],
+        concat: str = "",
+        parts: list[str] | None = None,
+    ) -> ResumableInfo:
+        self.files._writable(p)
+        parts = parts or []
+        path = ""
+        if concat == "final":
+            length = self._check_parts(p, parts)
+        elif length is None or length < 0:
+            raise InvalidInput("Upload-Length is required: the total size in bytes.")
+        if length > self.max_size:
+            raise TooLarge(
+                f"This server accepts uploads of at most {self.max_size:,} bytes.",
+                max_size=self.max_size,
+            )
+        if concat != "partial":
+            rp = destination(meta)
+            self._check_destination(p, rp)
+            path = str(rp)
+        now = utcnow()
+        with self.db.read_conn() as c:
+            used, quota, reserved = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).one()
+        inflight = self.files.leases.inflight(p.tenant_id) + int(reserved)  # Decimal on PG
+        if concat != "final" and used + inflight + length > quota:
+            raise quota_error(used, quota, length, inflight)
+        upload_id = new_id()
+        part = self.part_path(upload_id)
+        if concat != "final":
+            part.touch()
+            _fsync_dir(self.root)
+        with self.db.write() as s:
+            s.add(
+                ResumableUpload(
+                    id=upload_id,
+                    tenant_id=p.tenant_id,
+                    user_id=p.id,
+                    length=length,
+                    offset=0,
+                    path=path,
+                    meta=meta,
+                    concat=concat,
+                    parts=parts,
+                    state="open",
+                    result={},
+                    created_at=now,
+                    expires_at=now + self.expiry,
+                )
+            )
+        return self.status(p, upload_id)
+
+    def _check_parts(self, p: Principal, parts: list[str]) -> int:
+        if not parts:
+            raise InvalidInput("Upload-Concat: final needs the URLs of its partial uploads.")
+        total = 0
+        with self.db.read() as s:
+            for pid in parts:
+                row = s.get(ResumableUpload, pid) if is_id(pid) else None
+                if row is None or row.tenant_id != p.tenant_id or row.state != "open":
+                    raise NotFound(f"No partial upload {pid!r}.")
+                if row.concat != "partial":
+                    raise InvalidInput(f"Upload {pid} is not a partial upload.")
+                if row.offset != row.length:
+                    raise InvalidInput(
+                        f"Partial upload {pid} is not finished ({row.offset} of {row.length} "
+                        "bytes); finish it before concatenating."
+                    )
+                total += row.length
+        return total
+
+    def _check_destination(self, p: Principal, rp: RemotePath) -> None:
+        """Fail at creation, not after gigabytes: the folder must exist, the name not be
+        a folder."""
+        if rp.is_root:
+            raise Conflict("The root folder cannot be replaced by a file.")
+        with self.db.read_conn() as c:
+            parent = self.files.lookup_dir(c, p.tenant_id, rp.parent)
+            node = sql.child(c, p.tenant_id, parent.id, rp.name)
+        if node is not None and node.kind != "file":
+            raise Conflict(f"{rp} is a folder; a file cannot replace it.")
+
+    # ---- status ----------------------------------------------------------------------
+    def _row(self, s: Any, p: Principal, upload_id: str) -> ResumableUpload:
+        row = s.get(ResumableUpload, upload_id) if is_id(upload_id) else None
+        if row is None or row.tenant_id != p.tenant_id or row.expires_at <= utcnow():
+            raise NotFound("No such upload (finished long ago, expired, or never created).")
+        return row  # type: ignore[no-any-return]
+
+    def status(self, p: Principal, upload_id: str) -> ResumableInfo:
+        self.files._writable(p)
+        with self.db.read() as s:
+            return _info(self._row(s, p, upload_id))
+
+    # ---- appending -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self, upload_id: str) -> Iterator[None]:
+        with self._lock:
+            if upload_id in self._busy:
+                raise Conflict("Another request is writing to this upload; retry when it ends.")
+            self._busy.add(upload_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(upload_id)
+
+    def open_append(
+        self, p: Principal, upload_id: str, offset: int, checksum: tuple[str, bytes] | None
+    ) -> Appender:
+        info = self.status(p, upload_id)
+        if info.concat == "final":
+            raise Conflict("A final (concatenated) upload takes no bytes of its own.")
+        if info.done:
+            raise Conflict("This upload is complete.", upload_offset=info.offset)
+        if offset != info.offset:
+            raise Conflict(
+                f"Upload-Offset is {offset} but the server has {info.offset} bytes; resume "
+                f"from {info.offset} (ask with HEAD).",
+                upload_offset=info.offset,
+            )
+        return Appender(self, p, info, checksum)
+
+    def _record_offset(self, p: Principal, upload_id: str, offset: int) -> ResumableInfo:
+        with self.db.write() as s:
+            row = self._row(s, p, upload_id)
+            row.offset = offset
+            row.expires_at = utcnow() + self.expiry  # activity extends the life
+            return _info(row)
+
+    # ---- committing ------------------------------------------------------------------
+    def commit(self, p: Principal, upload_id: str) -> ResumableInfo:
+        """Stream the staged bytes into the tree, as one new file version (once: a second
+        call finds it done and answers the same result)."""
+        with self._exclusive(upload_id):
+            info = self.status(p, upload_id)
+            if not info.done:
+                if info.offset != info.length and info.concat != "final":
+                    raise Conflict(f"The upload has {info.offset} of {info.length} bytes.")
+                self._commit(p, info)
+            return self.status(p, upload_id)
+
+    def _commit(self, p: Principal, info: ResumableInfo) -> Entry:
+        rp = parse_path(info.path)
+        sources = (
+            [self.part_path(pid) for pid in info.parts]
+            if info.concat == "final"
+            else [self.part_path(info.id)]
+        )
+        upload = begin_upload(self.files, p, rp, expected_size=info.length, credit=info.length)
+        try:
+            for src in sources:
+                with src.open("rb") as f:
+                    for _ in range(info.length // BLOCK + 2):
+                        block = f.read(BLOCK)
+                        if not block:
+                            break
+                        upload.write(block)
+        except BaseException:
+            upload.abort()
+            raise
+        entry, _ = upload.commit()
+        result = {
+            "path": entry.path,
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "version": entry.version,
+        }
+        with self.db.write() as s:
+            row = s.get(ResumableUpload, info.id)
+            if row is not None:
+                row.state, row.result = "done", result
+            for pid in info.parts:  # consumed: a part belongs to one final upload
+                s.execute(delete(ResumableUpload).where(ResumableUpload.id == pid))
+        for src in sources:
+            src.unlink(missing_ok=True)
+        return entry
+
+    # ---- ending ----------------------------------------------------------------------
+    def terminate(self, p: Principal, upload_id: str) -> None:
+        """tus termination: the upload and its bytes are gone at once."""
+        self.files._writable(p)
+        with self._exclusive(upload_id):
+            with self.db.write() as s:
+                row = self._row(s, p, upload_id)
+                s.delete(row)
+            self.part_path(upload_id).unlink(missing_ok=True)
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Maintenance: forget expired uploads and delete their bytes; also part files
+        that no row claims (a crash between creating the file and the row)."""
+        now = now or utcnow()
+        with self.db.write() as s:
+            ids = list(
+                s.scalars(select(ResumableUpload.id).where(ResumableUpload.expires_at <= now))
+            )
+            if ids:
+                s.execute(delete(ResumableUpload).where(ResumableUpload.id.in_(ids)))
+        for upload_id in ids:
+            self.part_path(upload_id).unlink(missing_ok=True)
+        with self.db.read() as s:
+            known = set(s.scalars(select(ResumableUpload.id)))
+        for part in self.root.glob("*.part"):
+            if part.stem not in known and part.stat().st_mtime < now.timestamp() - 3600:
+                part.unlink(missing_ok=True)
+        if ids:
+            log.info("expired resumable uploads", extra={"count": len(ids)})
+        return len(ids)
+
+
+class Appender:
+    """One PATCH: bytes go to the part file; ``finish`` fsyncs and records the offset."""
+
+    def __init__(
+        self,
+        owner: Resumables,
+        p: Principal,
+        info: ResumableInfo,
+        checksum: tuple[str, bytes] | None,
+    ) -> None:
+        self.owner, self.p, self.info = owner, p, info
+        self.checksum = checksum
+        self._hash = CHECKSUMS[checksum[0]]() if checksum else None
+        self.written = 0
+        self._guard = owner._exclusive(info.id)
+        self._guard.__enter__()
+        try:
+            self._file = owner.part_path(info.id).open("r+b")
+            # Bytes beyond the acknowledged offset were never acknowledged: cut them.
+            self._file.truncate(info.offset)
+            self._file.seek(info.offset)
+        except BaseException:
+            self._guard.__exit__(None, None, None)
+            raise
+
+    def write(self, data: bytes) -> None:
+        if self.info.offset + self.written + len(data) > self.info.length:
+            raise InvalidInput(
+                f"More bytes than the announced Upload-Length ({self.info.length}).",
+                upload_length=self.info.length,
+            )
+        self._file.write(data)
+        if self._hash is not None:
+            self._hash.update(data)
+        self.written += len(data)
+
+    def finish(self) -> ResumableInfo:
+        """All of this request's body arrived: make it durable, then announce it."""
+        try:
+            if (
+                self.checksum
+                and self._hash is not None
+                and (self._hash.digest() != self.checksum[1])
+            ):
+                self._file.truncate(self.info.offset)
+                raise ChecksumMismatch(
+                    f"The body does not match Upload-Checksum ({self.checksum[0]}); its "
+                    f"{self.written} bytes were discarded. Resume from offset "
+                    f"{self.info.offset}.",
+                    upload_offset=self.info.offset,
+                )
+            return self._durable()
+        finally:
+            self._close()
+
+    def interrupted(self) -> ResumableInfo | None:
+        """The client went away mid-body: keep what arrived (that is the point of tus),
+        unless a checksum was announced, which a partial body cannot satisfy."""
+        try:
+            if self.checksum:
+                self._file.truncate(self.info.offset)
+                return None
+            return self._durable() if self.written else None
+        finally:
+            self._close()
+
+    def _durable(self) -> ResumableInfo:
+        self._file.flush()
+        os.fdatasync(self._file.fileno())
+        return self.owner._record_offset(self.p, self.info.id, self.info.offset + self.written)
+
+    def _close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self._guard.__exit__(None, None, None)
