@@ -54,6 +54,12 @@ class NotFound(AllsetError):
     slug = "not-found"
 
 
+class MethodNotAllowed(AllsetError):
+    status = 405
+    title = "Method not allowed"
+    slug = "method-not-allowed"
+
+
 class Conflict(AllsetError):
     status = 409
     title = "Conflict"

@@ -199,7 +199,7 @@ class Resumables:
             parent = self.files.lookup_dir(c, p.tenant_id, rp.parent)
             node = sql.child(c, p.tenant_id, parent.id, rp.name)
         if node is not None and node.kind != "file":
-            raise Conflict(f"{rp} is a folder; a file cannot replace it.")
+            raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
 
     # ---- status ----------------------------------------------------------------------
     def _row(self, s: Any, p: Principal, upload_id: str) -> ResumableUpload:

@@ -223,7 +223,7 @@ class FileService:
         with self.db.read() as s:
             node = self._need(s, p.tenant_id, rp)
             if node.kind != "file":
-                raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.")
+                raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.", is_folder=True)
             entry = _entry(node, rp)
             vid = version or node.version_id
             v = s.get(Version, vid) if vid and is_id(vid) else None

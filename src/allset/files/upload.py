@@ -238,7 +238,7 @@ class Upload:
             parent = svc.lookup_dir(c, tenant, rp.parent)
             node = sql.child(c, tenant, parent.id, rp.name)
             if node is not None and node.kind != "file":
-                raise Conflict(f"{rp} is a folder; a file cannot replace it.")
+                raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
             check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
             # Which of our chunks are new to this Client? Only those are charged.
             digests = list(self._leased)
@@ -376,7 +376,7 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
         parent = svc.lookup_dir(c, p.tenant_id, path.parent)
         node = sql.child(c, p.tenant_id, parent.id, path.name)
         if node is not None and node.kind != "file":
-            raise Conflict(f"{path} is a folder; a file cannot replace it.")
+            raise Conflict(f"{path} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(
             _entry(node, path).etag if node else None,
             kw.get("if_match"),  # type: ignore[arg-type]

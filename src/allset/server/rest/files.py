@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import mimetypes
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from allset.core.errors import InvalidInput, RangeNotSatisfiable
 from allset.core.principal import Principal
-from allset.files.entries import Entry
-from allset.files.service import check_etag
-from allset.files.upload import begin_upload, store_bytes
+from allset.server.files_http import receive_file, send_file
 from allset.server.rest.deps import path_after, principal, runtime
-from allset.server.transfer import (
-    open_stream,
-    parse_digest,
-    parse_mtime,
-    parse_range,
-    pump_request,
-    repr_digest,
-)
+from allset.server.transfer import repr_digest
 
 router = APIRouter(tags=["files"])
-SMALL_BODY = 256 * 1024  # read at once, stored in one thread hand-off (see store_bytes)
 PREFIX = "/api/v1/files"
 Caller = Annotated[Principal, Depends(principal)]
 
@@ -40,37 +26,6 @@ _BINARY_BODY: dict[str, Any] = {
 }
 
 
-def file_headers(e: Entry) -> dict[str, str]:
-    ctype = mimetypes.guess_type(e.name)[0] or "application/octet-stream"
-    return {
-        "ETag": e.etag,
-        "Last-Modified": format_datetime(e.mtime, usegmt=True),
-        "Repr-Digest": repr_digest(e.sha256),
-        "Accept-Ranges": "bytes",
-        "Content-Type": ctype,
-        # Stored content is never rendered in our origin (user files may be HTML/SVG).
-        "Content-Disposition": "attachment; filename*=UTF-8''" + quote(e.name, safe=""),
-        "Content-Security-Policy": "sandbox; default-src 'none'",
-        "X-Allset-Version": e.version,
-        "X-Allset-Mtime": f"{e.mtime.timestamp():.6f}",
-    }
-
-
-def _not_modified(request: Request, e: Entry) -> bool:
-    inm = request.headers.get("if-none-match")
-    if inm is not None:
-        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
-        return "*" in tags or e.etag in tags
-    ims = request.headers.get("if-modified-since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        return since.tzinfo is not None and int(e.mtime.timestamp()) <= int(since.timestamp())
-    return False
-
-
 # Two routes, not one api_route(methods=[GET, HEAD]): OpenAPI needs one operationId each.
 @router.head("/files/{path:path}", summary="A file's headers, as GET without the body")
 @router.get("/files/{path:path}", summary="Download a file")
@@ -78,38 +33,7 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
     """Range, ETag, If-None-Match/If-Modified-Since (304), If-Match (412), If-Range.
     ``?version=ID`` reads an older version. Every chunk is verified as it is read."""
     rt = runtime(request)
-    path = path_after(request, PREFIX)
-    readable = await run_in_threadpool(rt.files.open_read, caller, path, version)
-    e = readable.entry
-    headers = file_headers(e)
-    if_match = request.headers.get("if-match")
-    if if_match is not None:
-        check_etag(e.etag, if_match, None)
-    if _not_modified(request, e):
-        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
-    rng = parse_range(request.headers.get("range"), e.size)
-    if_range = request.headers.get("if-range")
-    if rng is not None and if_range is not None and if_range.strip() != e.etag:
-        rng = None
-    status = 200
-    start, end = 0, e.size
-    if rng is not None:
-        if rng == (-1, -1):
-            raise RangeNotSatisfiable(
-                f"The file has {e.size} bytes; the requested range starts beyond its end.",
-                size=e.size,
-            )
-        start, end = rng
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{e.size}"
-    headers["Content-Length"] = str(end - start)
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers)
-    body = await open_stream(
-        functools.partial(rt.files.read_piece, readable.tenant_id),
-        rt.files.plan_read(readable, start, end),
-    )
-    return StreamingResponse(body, status_code=status, headers=headers)
+    return await send_file(request, rt.files, caller, path_after(request, PREFIX), version)
 
 
 @router.put(
@@ -121,40 +45,7 @@ async def put_file(request: Request, caller: Caller) -> Response:
     modification time comes from X-Allset-Mtime (epoch seconds or ISO 8601).
     Answers 201 with size, sha256 and version, and the stored digest in Repr-Digest."""
     rt = runtime(request)
-    path = path_after(request, PREFIX)
-    length_header = request.headers.get("content-length")
-    expected_size = None
-    if length_header is not None:
-        try:
-            expected_size = int(length_header)
-        except ValueError as exc:
-            raise InvalidInput("Content-Length is not a number.") from exc
-    expected_sha = parse_digest(
-        request.headers.get("repr-digest") or request.headers.get("content-digest")
-    )
-    mtime = parse_mtime(request.headers.get("x-allset-mtime") or request.headers.get("x-oc-mtime"))
-    options: dict[str, Any] = {
-        "if_match": request.headers.get("if-match"),
-        "if_none_match": request.headers.get("if-none-match"),
-        "mtime": mtime,
-        "expected_size": expected_size,
-        "expected_sha256": expected_sha,
-    }
-    if expected_size is not None and expected_size <= SMALL_BODY:
-        data = await request.body()
-        entry, created = await run_in_threadpool(
-            functools.partial(store_bytes, rt.files, caller, path, data, **options)
-        )
-    else:
-        upload = await run_in_threadpool(
-            functools.partial(begin_upload, rt.files, caller, path, **options)
-        )
-        try:
-            await pump_request(request, upload)
-            entry, created = await run_in_threadpool(upload.commit)
-        except BaseException:
-            await run_in_threadpool(upload.abort)
-            raise
+    entry, created = await receive_file(request, rt.files, caller, path_after(request, PREFIX))
     return JSONResponse(
         {
             "path": entry.path,
