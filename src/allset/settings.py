@@ -7,7 +7,9 @@ test can build a server with exactly the settings it means.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +58,16 @@ class Settings:
         if self.volumes:
             return [Path(v) for v in self.volumes]
         return [self.data_dir / "volumes" / "1", self.data_dir / "volumes" / "2"]
+
+    @property
+    def control_socket(self) -> Path:
+        """The operator's local channel to the running server (``transfers``); a Unix
+        socket path must stay under ~100 bytes, hence the fallback in the temp dir."""
+        path = self.data_dir.resolve() / "run" / "control.sock"
+        if len(str(path)) <= 100:
+            return path
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"allset-{digest}.sock"
 
     @property
     def cert_path(self) -> Path:

@@ -18,6 +18,7 @@ import click
 
 from allset.core.errors import AllsetError
 from allset.core.units import format_size, parse_rate, parse_size
+from allset.server.control import ask
 from allset.settings import Settings, load_settings
 
 P = ParamSpec("P")
@@ -315,6 +316,8 @@ def tenant_limit(ctx: click.Context, name: str, bandwidth: str, quota: str | Non
     t = rt.accounts.set_bandwidth(name, rate, rate, actor="operator-cli")
     if quota:
         t = rt.accounts.set_quota(name, parse_size(quota), actor="operator-cli")
+    # A running server applies it to transfers in progress now, not in 10 s.
+    ask(rt.settings.control_socket, {"cmd": "reload", "tenant_id": t["id"]})
     _out(ctx, t, _tenant_line)
 
 
@@ -339,6 +342,65 @@ def tenant_resume(ctx: click.Context, name: str) -> None:
     """Give a suspended Client its access back."""
     rt = _runtime(ctx)
     _out(ctx, rt.accounts.set_status(name, "active", "", actor="operator-cli"), _tenant_line)
+
+
+# ---- live transfers (R-BW-2) -----------------------------------------------------------
+@main.group()
+def transfers() -> None:
+    """Live transfers of the running server: list them, cut them."""
+
+
+def _ask_server(ctx: click.Context, request: dict[str, Any]) -> dict[str, Any]:
+    settings = _settings(ctx)
+    answer = ask(settings.control_socket, request)
+    if answer is None:
+        _fail(
+            f"No server is running on {settings.data_dir} (no answer on "
+            f"{settings.control_socket}). Start it with 'allset-server serve'."
+        )
+        raise AssertionError("unreachable")
+    if not answer.get("ok"):
+        _fail(f"The server refused: {answer.get('error')}")
+    return answer
+
+
+def _transfer_line(t: dict[str, Any]) -> str:
+    return (
+        f"#{t['id']:<5} {t['tenant']:<16} {t['user']:<28} {t['method']:<8} "
+        f"in {format_size(t['bytes_in'])} ({t['rate_in_bps'] / 1e6:.1f} Mbit/s)  "
+        f"out {format_size(t['bytes_out'])} ({t['rate_out_bps'] / 1e6:.1f} Mbit/s)  "
+        f"{t['seconds']}s  {t['path']}"
+    )
+
+
+@transfers.command("list")
+@_data_option
+@click.option("--tenant", "tenant_name", default=None, help="Only this Client's transfers.")
+@click.pass_context
+@friendly
+def transfers_list(ctx: click.Context, tenant_name: str | None) -> None:
+    """Transfers moving bytes right now, with their average rates."""
+    tenant_id = _runtime(ctx).accounts.get_tenant(tenant_name)["id"] if tenant_name else None
+    answer = _ask_server(ctx, {"cmd": "transfers", "tenant_id": tenant_id})
+    _out(
+        ctx,
+        answer["transfers"],
+        lambda ts: "\n".join(_transfer_line(t) for t in ts) or "no transfer in progress",
+    )
+
+
+@transfers.command("interrupt")
+@_data_option
+@click.option("--tenant", "tenant_name", required=True, help="The Client whose transfers to cut.")
+@click.pass_context
+@friendly
+def transfers_interrupt(ctx: click.Context, tenant_name: str) -> None:
+    """Cut a Client's transfers now: uploads are aborted cleanly (nothing half-stored; tus
+    keeps what was durable so the client resumes), downloads are cut (clients resume with
+    Range)."""
+    tenant_id = _runtime(ctx).accounts.get_tenant(tenant_name)["id"]
+    answer = _ask_server(ctx, {"cmd": "interrupt", "tenant_id": tenant_id})
+    _out(ctx, answer, lambda a: f"interrupted {a['interrupted']} transfer(s) of {tenant_name}")
 
 
 # ---- users and tokens ------------------------------------------------------------------

@@ -27,11 +27,13 @@ from allset.db.models import Tenant
 from allset.files import maintenance
 from allset.observability import REGISTRY
 from allset.runtime import Runtime
+from allset.server.control import ControlServer
 from allset.server.dav.app import MOUNT as DAV_MOUNT
 from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, files, tree
+from allset.server.transfers import TransferMiddleware, Transfers
 from allset.server.tus import MOUNT as TUS_MOUNT
 from allset.server.tus import TusFront
 
@@ -183,6 +185,20 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             except Exception:
                 log.exception("maintenance failed; will retry next cycle")
 
+    def load_limits(tenant_id: str) -> tuple[int, int] | None:
+        with runtime.db.read() as s:
+            row = s.execute(
+                select(Tenant.bandwidth_up, Tenant.bandwidth_down).where(Tenant.id == tenant_id)
+            ).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def tenant_names() -> dict[str, str]:
+        with runtime.db.read() as s:
+            return {str(tid): str(name) for tid, name in s.execute(select(Tenant.id, Tenant.name))}
+
+    transfers = Transfers(load_limits)
+    control = ControlServer(settings.control_socket, transfers, tenant_names)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Reclaim what a crash left behind before taking new uploads.
@@ -191,9 +207,11 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         )
         log.info("startup maintenance", extra={"report": report.__dict__})
         task = asyncio.create_task(maintenance_loop())
+        await control.start()
         try:
             yield
         finally:
+            await control.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -213,5 +231,8 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.transfers = transfers
+    # Outermost last: observability sees what shaping and interrupts did.
+    app.add_middleware(TransferMiddleware, transfers=transfers)
     app.add_middleware(ObservabilityMiddleware, tls=tls)
     return app

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allset.observability import BYTES_IN, BYTES_OUT, HTTP_DURATION, HTTP_ERRORS, HTTP_REQUESTS
 from allset.server.problem import problem_response
+from allset.server.transfers import DownloadInterrupted
 
 access_log = logging.getLogger("allset.access")
 error_log = logging.getLogger("allset.error")
@@ -68,6 +69,11 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, counting_receive, wrapped_send)
+        except DownloadInterrupted:
+            # The operator cut a download mid-body (R-BW-2): the connection closes, the
+            # client resumes with Range. Expected, so not an error in the log.
+            state["status"] = state["status"] or 503
+            access_log.info("transfer interrupted", extra={"path": scope["path"]})
         except Exception:
             # Handlers turn every expected error into problem+json; reaching here is a bug.
             # The client still gets a clean answer, never a traceback.

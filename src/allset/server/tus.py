@@ -142,8 +142,12 @@ class TusFront:
                     )
             # Errors are rendered here (with Upload-Offset), not by the app's handlers,
             # which Starlette would otherwise apply inside the router.
-            scope = {k: v for k, v in scope.items() if k != "starlette.exception_handlers"}
-            await self.router(scope, receive, tus_send)
+            handlers = scope.pop("starlette.exception_handlers", None)
+            try:
+                await self.router(scope, receive, tus_send)
+            finally:
+                if handlers is not None:
+                    scope["starlette.exception_handlers"] = handlers
         except AllsetError as exc:
             resp = from_error(exc)
             if isinstance(exc, PreconditionFailed) and "tus_version" in exc.extra:

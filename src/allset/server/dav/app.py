@@ -229,7 +229,9 @@ class DavRootAlias:
         self.front = front
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = {**scope, "path": MOUNT + "/", "raw_path": (MOUNT + "/").encode()}
+        # In place, not a copy: the middleware around the app reads the principal that
+        # authentication stores in this scope (bandwidth shaping, transfer list).
+        scope.update(path=MOUNT + "/", raw_path=(MOUNT + "/").encode())
         scope["root_path"] = scope.get("root_path", "") + MOUNT
         await self.front(scope, receive, send)
 

@@ -1,0 +1,218 @@
+"""Live transfers: per-Client bandwidth shaping (R-BW-1), the list of what is moving, and
+the operator's interrupt (R-BW-2) — for every protocol at once.
+
+It is one pure-ASGI middleware around the whole app, so REST, WebDAV (whose WSGI
+adapter reads and writes through the same ASGI receive/send), tus and public links are
+all shaped by the same per-Client buckets, one per direction. A request is charged to
+the Client of its authenticated principal (``scope["allset.principal"]``) or, for
+anonymous requests served on a Client's behalf (public links), to
+``scope["allset.tenant_id"]``.
+
+Shaping is a token bucket that may go into debt: each body piece takes its size from
+the bucket and sleeps until the debt is repaid, so all connections of a Client share
+the rate and the total is exact over time (burst: 64 KiB or 50 ms of rate). Delaying
+``receive`` stops reading from the socket, so TCP back-pressure slows the sender.
+
+An interrupted transfer raises ``TransferInterrupted`` in its next receive or send: an
+upload is aborted like any failed upload (nothing half-committed; tus keeps what was
+made durable, to resume), a download's connection is cut (the client resumes with Range).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from allset.core.errors import StorageUnavailable
+
+RATE_TTL = 10.0  # seconds a Client's limits are cached (the CLI also asks for a reload)
+
+
+class TransferInterrupted(StorageUnavailable):
+    """The operator cut this Client's transfers; the client may resume later."""
+
+    title = "Transfer interrupted"
+    slug = "transfer-interrupted"
+
+
+class DownloadInterrupted(Exception):
+    """Raised in ``send`` once the response has started: not an AllsetError, since no
+    error answer can follow; the connection is cut and the client resumes with Range."""
+
+
+class TokenBucket:
+    """Event-loop only (no locking needed): all of one Client's connections, one way."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = max(1.0, rate)
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+
+    @property
+    def burst(self) -> float:
+        return max(65536.0, self.rate * 0.05)
+
+    def set_rate(self, rate: float) -> None:
+        self._refill()
+        self.rate = max(1.0, rate)
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    async def consume(self, n: int) -> None:
+        self._refill()
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+@dataclass
+class Transfer:
+    id: int
+    tenant_id: str
+    user: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.monotonic)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    interrupted: bool = False
+
+    def to_json(self, tenant_name: str = "") -> dict[str, Any]:
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "tenant": tenant_name,
+            "user": self.user,
+            "method": self.method,
+            "path": self.path,
+            "seconds": round(elapsed, 1),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "rate_in_bps": int(self.bytes_in * 8 / elapsed),
+            "rate_out_bps": int(self.bytes_out * 8 / elapsed),
+        }
+
+
+class Transfers:
+    """The registry and the buckets. ``load_limits(tenant_id) -> (up, down)`` in bytes/s,
+    or None for an unknown Client."""
+
+    def __init__(self, load_limits: Callable[[str], tuple[int, int] | None]) -> None:
+        self.load_limits = load_limits
+        self.live: dict[int, Transfer] = {}
+        self._ids = itertools.count(1)
+        self._buckets: dict[str, tuple[TokenBucket, TokenBucket, float]] = {}
+
+    async def buckets(self, tenant_id: str) -> tuple[TokenBucket, TokenBucket]:
+        cached = self._buckets.get(tenant_id)
+        if cached is None or time.monotonic() - cached[2] > RATE_TTL:
+            limits = await run_in_threadpool(self.load_limits, tenant_id)
+            up_rate, down_rate = limits or (1 << 40, 1 << 40)
+            if cached is None:
+                cached = (TokenBucket(up_rate), TokenBucket(down_rate), time.monotonic())
+            else:
+                cached[0].set_rate(up_rate)
+                cached[1].set_rate(down_rate)
+                cached = (cached[0], cached[1], time.monotonic())
+            self._buckets[tenant_id] = cached
+        return cached[0], cached[1]
+
+    def reload(self, tenant_id: str | None = None) -> None:
+        """Forget cached limits (all, or one Client's): the next piece reads them anew."""
+        for tid, (up, down, _) in list(self._buckets.items()):
+            if tenant_id is None or tid == tenant_id:
+                self._buckets[tid] = (up, down, -1e9)
+
+    def interrupt(self, tenant_id: str) -> int:
+        cut = 0
+        for t in self.live.values():
+            if t.tenant_id == tenant_id and not t.interrupted:
+                t.interrupted = True
+                cut += 1
+        return cut
+
+    def snapshot(self, tenant_id: str | None = None) -> list[Transfer]:
+        return [t for t in self.live.values() if tenant_id is None or t.tenant_id == tenant_id]
+
+
+def _tenant_of(scope: Scope) -> tuple[str, str]:
+    principal = scope.get("allset.principal")
+    if principal is not None and principal.tenant_id:
+        return principal.tenant_id, principal.email
+    return scope.get("allset.tenant_id", ""), ""
+
+
+class TransferMiddleware:
+    def __init__(self, app: ASGIApp, transfers: Transfers) -> None:
+        self.app = app
+        self.transfers = transfers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reg = self.transfers
+        state: dict[str, Any] = {"transfer": None, "told": False}
+
+        def current(sending: bool = False) -> Transfer | None:
+            t: Transfer | None = state["transfer"]
+            if t is None:
+                tenant_id, user = _tenant_of(scope)
+                if not tenant_id:
+                    return None
+                t = Transfer(next(reg._ids), tenant_id, user, scope["method"], scope["path"])
+                state["transfer"] = t
+                reg.live[t.id] = t
+            if t.interrupted and not state.get("told"):
+                state["told"] = True  # once: the error answer itself must go out
+                if sending and state.get("started"):
+                    raise DownloadInterrupted(scope["path"])
+                raise TransferInterrupted(
+                    "The operator interrupted this Client's transfers; nothing partial was "
+                    "kept as a file. Retry later (uploads over tus resume where they stopped)."
+                )
+            return t
+
+        async def shaped_receive() -> Message:
+            msg = await receive()
+            body = msg.get("body", b"") if msg["type"] == "http.request" else b""
+            if body:
+                t = current()
+                if t is not None:
+                    t.bytes_in += len(body)
+                    up, _ = await reg.buckets(t.tenant_id)
+                    await up.consume(len(body))
+                    current()  # an interrupt during the wait takes effect now
+            return msg
+
+        async def shaped_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                state["started"] = True
+            elif msg["type"] == "http.response.body":
+                body = msg.get("body", b"")
+                if body:
+                    t = current(sending=True)
+                    if t is not None:
+                        t.bytes_out += len(body)
+                        _, down = await reg.buckets(t.tenant_id)
+                        await down.consume(len(body))
+                        current(sending=True)
+            await send(msg)
+
+        try:
+            await self.app(scope, shaped_receive, shaped_send)
+        finally:
+            t = state["transfer"]
+            if t is not None:
+                reg.live.pop(t.id, None)
