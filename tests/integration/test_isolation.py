@@ -33,6 +33,7 @@ leave Alice's data as it was.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import secrets
@@ -433,6 +434,73 @@ def probes_tree(w: AliceWorld) -> list[Probe]:
     return path_probes(w, object_paths(w), "tree", lambda p: Req("GET", url_of("tree", p)))
 
 
+def alice_chunks(w: AliceWorld) -> list[tuple[str, bytes]]:
+    """Alice's files are single chunks: (hash, content) of each."""
+    return [(hashlib.sha256(c).hexdigest(), c) for c in w.files.values()]
+
+
+def fake_chunk() -> tuple[str, bytes]:
+    data = secrets.token_bytes(40)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def probes_chunk_get(w: AliceWorld) -> list[Probe]:
+    return [
+        Probe(f"GET chunk {h[:12]}", lambda v: Req("GET", f"{API}/chunks/{v}"), h, fake_chunk()[0])
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_chunk_put(w: AliceWorld) -> list[Probe]:
+    """Bob sending bytes he has is his own business: stored in his space, and the answer
+    is the same whether Alice has the same bytes or not (no cross-Client dedup oracle)."""
+    return [
+        Probe(
+            f"PUT chunk {h[:12]}",
+            lambda v: Req("PUT", f"{API}/chunks/{v[0]}", content=v[1]),
+            (h, c),
+            fake_chunk(),
+            201,
+        )
+        for h, c in alice_chunks(w)
+    ]
+
+
+def probes_chunks_missing(w: AliceWorld) -> list[Probe]:
+    return [
+        Probe(
+            f"missing? {h[:12]}",
+            lambda v: Req("POST", f"{API}/chunks/missing", json={"chunks": [v]}),
+            h,
+            fake_chunk()[0],
+            200,
+        )
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_commit(w: AliceWorld) -> list[Probe]:
+    """A manifest naming Alice's chunks is refused exactly like one naming unknown ones."""
+    return [
+        Probe(
+            f"commit {h[:12]}",
+            lambda v: Req(
+                "POST",
+                f"{API}/commit",
+                json={"path": "/bob-stolen.bin", "sha256": v, "chunks": [v]},
+            ),
+            h,
+            fake_chunk()[0],
+            400,
+        )
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_manifest(w: AliceWorld) -> list[Probe]:
+    return path_probes(w, object_paths(w), "manifest", lambda p: Req("GET", url_of("manifest", p)))
+
+
 # Routes without any identifier: Bob's own things. Each returns requests to send as Bob.
 OwnCall = Callable[[TestClient, Account], list[tuple[Req, tuple[str, str] | None]]]
 
@@ -492,6 +560,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         own=own_simple("POST", "/auth/app-passwords", {"name": "bob-phone"})
     ),
     ("GET", "/me"): Route(own=own_simple("GET", "/me")),
+    ("GET", "/chunks/{digest}"): Route(probes=probes_chunk_get),
+    ("PUT", "/chunks/{digest}"): Route(probes=probes_chunk_put),
+    ("POST", "/chunks/missing"): Route(probes=probes_chunks_missing),
+    ("POST", "/commit"): Route(probes=probes_commit),
+    ("GET", "/manifest/{path}"): Route(probes=probes_manifest),
 }
 
 

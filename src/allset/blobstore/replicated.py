@@ -117,6 +117,11 @@ class ReplicatedStore:
         if self._on_repair:
             self._on_repair(RepairEvent(key, replica.name, problem, repaired))
 
+    def has_any(self, tenant_id: str, digest_hex: str) -> bool:
+        """At least one copy exists (``get`` repairs the others)."""
+        key = chunk_key(tenant_id, digest_hex)
+        return any(r.exists(key) for r in self.replicas)
+
     def has_all(self, tenant_id: str, digest_hex: str) -> bool:
         key = chunk_key(tenant_id, digest_hex)
         return all(r.exists(key) for r in self.replicas)

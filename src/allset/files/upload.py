@@ -30,6 +30,7 @@ from allset.core.errors import (
     AllsetError,
     Conflict,
     DigestMismatch,
+    InvalidInput,
     QuotaExceeded,
     StorageUnavailable,
 )
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 MAX_PENDING_CHUNKS = 4
 
 
+# The largest chunk a client may send (the chunker cuts at 4 MiB; room for older clients).
+MAX_CHUNK = 8 * 1024 * 1024
 # Below this, hashing in the calling thread is cheaper than handing the work over.
 PARALLEL_HASH_MIN = 64 * 1024
 # Shared by all uploads; sized so both cores can hash while the event loop still runs.
@@ -182,6 +185,28 @@ class Upload:
             self._written.add(digest)
         while len(self._pending) > MAX_PENDING_CHUNKS:
             self._settle_one()
+
+    def adopt(self, digests: list[str]) -> None:
+        """Build this upload from chunks already stored (the chunk protocol): each one is
+        read back, verified and hashed in order, and leased so that no collector takes it
+        before the commit."""
+        leases, store = self.svc.leases, self.svc.store
+        for digest in digests:
+            with leases.locked(self.tenant, digest):
+                if digest not in self._leased:
+                    leases.take(self.tenant, digest)
+                    self._leased[digest] = 0
+            if not store.has_any(self.tenant, digest):
+                raise InvalidInput(
+                    f"Chunk {digest} is not on the server; send it first (PUT /chunks/…).",
+                    missing=[digest],
+                )
+            data = store.get(self.tenant, digest)  # verified against its hash
+            self._leased[digest] = len(data)
+            self._refs.append((digest, self._offset, len(data)))
+            self._offset += len(data)
+            self.size += len(data)
+            self._hash.update(data)
 
     def _settle_one(self) -> None:
         digest, futures = self._pending.popleft()
@@ -418,3 +443,71 @@ def store_bytes(
 
 
 __all__ = ["AllsetError", "Upload", "begin_upload", "store_bytes"]
+
+
+def commit_manifest(
+    svc: FileService,
+    p: Principal,
+    path: RemotePath,
+    chunks: list[str],
+    sha256: str,
+    size: int | None = None,
+    base_version: str | None = None,
+    mtime: datetime | None = None,
+) -> tuple[Entry, bool]:
+    """The chunk protocol's commit: a new version made of chunks the Client already has
+    (stored before, or just sent with ``put_chunk``), in order.
+
+    Every chunk is read back and verified, and the whole is hashed: the version is made
+    only if it really is the ``sha256`` the client announced (R-STORE-7), whatever the
+    client did. ``base_version`` (the version the client's change started from) must
+    still be current, or 412: a concurrent change is never overwritten silently.
+    """
+    if not chunks and sha256 != hashlib.sha256(b"").hexdigest():
+        raise InvalidInput("An empty chunk list is an empty file; its sha256 must match.")
+    upload = begin_upload(
+        svc,
+        p,
+        path,
+        if_match=f'"{base_version}"' if base_version else None,
+        mtime=mtime,
+        expected_sha256=sha256,
+    )
+    # Checked at commit, not reserved up front: most chunks are usually known already,
+    # and the commit charges exactly the new ones, atomically.
+    upload.expected_size = size
+    try:
+        upload.adopt(chunks)
+    except BaseException:
+        upload.abort()
+        raise
+    return upload.commit()
+
+
+def put_chunk(svc: FileService, p: Principal, digest: str, data: bytes) -> bool:
+    """Store one chunk sent by the client after checking it is what its name says.
+    Returns False when the Client already had it. Unreferenced chunks are reclaimed by
+    the orphan collector after the grace period if no commit uses them."""
+    svc._writable(p)
+    if len(data) > MAX_CHUNK:
+        raise InvalidInput(f"A chunk is at most {MAX_CHUNK:,} bytes.")
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise DigestMismatch("The chunk's bytes do not hash to its name; nothing was stored.")
+    if svc.store.has_all(p.tenant_id, digest):
+        return False
+    svc.store.put(p.tenant_id, digest, data)
+    return True
+
+
+def missing_chunks(svc: FileService, p: Principal, digests: list[str]) -> list[str]:
+    """Which of these chunks this Client does not have (so must send)."""
+    svc._writable(p)
+    known: set[str] = set()
+    with svc.db.read_conn() as c:
+        for i in range(0, len(digests), 500):
+            known.update(
+                c.scalars(
+                    sql.EXISTING_CHUNKS, {"tenant_id": p.tenant_id, "hashes": digests[i : i + 500]}
+                )
+            )
+    return [d for d in digests if d not in known and not svc.store.has_all(p.tenant_id, d)]

@@ -1,0 +1,179 @@
+"""The chunk protocol of our own client: send only the chunks the server lacks, then
+commit a manifest; download a manifest, then only the chunks the client lacks.
+
+The client cuts files with the same content-defined chunking as the server
+(``blobstore.chunker``: FastCDC 256 KiB / 1 MiB / 4 MiB), so an edit in the middle of a big
+file changes one or two chunks, and an insertion near the start does not shift the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from allset.core.errors import InvalidInput, NotFound
+from allset.core.paths import parse_path
+from allset.core.principal import Principal
+from allset.files import sql
+from allset.files.upload import MAX_CHUNK, commit_manifest, missing_chunks, put_chunk
+from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.transfer import repr_digest
+
+router = APIRouter(tags=["chunks"])
+Caller = Annotated[Principal, Depends(principal)]
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_LIST = 100_000  # chunks per request: a 100 GB file at the average chunk size
+
+
+def _check_digests(values: list[str]) -> list[str]:
+    if len(values) > MAX_LIST:
+        raise ValueError(f"at most {MAX_LIST:,} chunks per request")
+    for v in values:
+        if not HEX64.match(v):
+            raise ValueError(f"{v[:80]!r} is not a lowercase hex SHA-256")
+    return values
+
+
+class MissingBody(BaseModel):
+    chunks: list[str] = Field(description="SHA-256 (hex) of each chunk, any order")
+
+    @field_validator("chunks")
+    @classmethod
+    def _hex(cls, v: list[str]) -> list[str]:
+        return _check_digests(v)
+
+
+class CommitBody(BaseModel):
+    path: str = Field(description="Where the file goes, e.g. /Reports/q3.xlsx")
+    sha256: str = Field(description="SHA-256 (hex) of the whole file: verified by the server")
+    chunks: list[str] = Field(description="The file's chunks, in order")
+    size: int | None = Field(None, ge=0, description="Total size, checked if given")
+    base_version: str | None = Field(
+        None, description="The version this change started from; 412 if no longer current"
+    )
+    mtime: datetime | None = Field(None, description="Modification time (ISO 8601)")
+
+    @field_validator("chunks")
+    @classmethod
+    def _hex(cls, v: list[str]) -> list[str]:
+        return _check_digests(v)
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, v: str) -> str:
+        if not HEX64.match(v):
+            raise ValueError("sha256 must be 64 lowercase hex digits")
+        return v
+
+
+@router.post("/chunks/missing", summary="Which of these chunks the server lacks")
+async def chunks_missing(request: Request, caller: Caller, body: MissingBody) -> JSONResponse:
+    rt = runtime(request)
+    missing = await run_in_threadpool(missing_chunks, rt.files, caller, body.chunks)
+    return JSONResponse({"missing": missing})
+
+
+def _digest_param(request: Request) -> str:
+    digest = request.path_params["digest"]
+    if not HEX64.match(digest):
+        raise InvalidInput("A chunk is named by its SHA-256 in lowercase hex.")
+    return str(digest)
+
+
+@router.put("/chunks/{digest}", status_code=201, summary="Send one chunk (verified)")
+async def chunk_put(request: Request, caller: Caller, digest: str) -> JSONResponse:
+    rt = runtime(request)
+    digest = _digest_param(request)
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_CHUNK:
+        raise InvalidInput(f"A chunk is at most {MAX_CHUNK:,} bytes.")
+    data = bytearray()
+    async for piece in request.stream():
+        data += piece
+        if len(data) > MAX_CHUNK:
+            raise InvalidInput(f"A chunk is at most {MAX_CHUNK:,} bytes.")
+    stored = await run_in_threadpool(put_chunk, rt.files, caller, digest, bytes(data))
+    return JSONResponse(
+        {"hash": digest, "size": len(data), "stored": stored},
+        status_code=201,
+        headers={"Repr-Digest": repr_digest(digest)},
+    )
+
+
+@router.get("/chunks/{digest}", summary="Read one chunk of a file this Client has")
+async def chunk_get(request: Request, caller: Caller, digest: str) -> Response:
+    rt = runtime(request)
+    digest = _digest_param(request)
+
+    def read() -> bytes:
+        rt.files._writable(caller)
+        with rt.db.read_conn() as c:
+            known = c.scalars(
+                sql.EXISTING_CHUNKS, {"tenant_id": caller.tenant_id, "hashes": [digest]}
+            ).first()
+        if known is None:
+            raise NotFound("This Client has no such chunk.")
+        return rt.store.get(caller.tenant_id, digest)
+
+    data = await run_in_threadpool(read)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Repr-Digest": repr_digest(digest), "Cache-Control": "private, immutable"},
+    )
+
+
+@router.post("/commit", status_code=201, summary="Make a file version from its chunks")
+async def commit(request: Request, caller: Caller, body: CommitBody) -> JSONResponse:
+    """Every chunk is read back and verified and the whole is hashed: the version exists
+    only if it is the announced ``sha256``. Answers like a PUT, with ``Repr-Digest``."""
+    rt = runtime(request)
+    entry, created = await run_in_threadpool(
+        lambda: commit_manifest(
+            rt.files,
+            caller,
+            parse_path(body.path),
+            body.chunks,
+            body.sha256,
+            size=body.size,
+            base_version=body.base_version,
+            mtime=body.mtime,
+        )
+    )
+    return JSONResponse(
+        {
+            "path": entry.path,
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "version": entry.version,
+            "created": created,
+        },
+        status_code=201,
+        headers={"ETag": entry.etag, "Repr-Digest": repr_digest(entry.sha256)},
+    )
+
+
+@router.get("/manifest/{path:path}", summary="A file's chunks, to fetch only those you lack")
+async def manifest(request: Request, caller: Caller, version: str | None = None) -> JSONResponse:
+    rt = runtime(request)
+    path = path_after(request, "/api/v1/manifest")
+    readable = await run_in_threadpool(rt.files.open_read, caller, path, version)
+    e = readable.entry
+    return JSONResponse(
+        {
+            "path": e.path,
+            "size": e.size,
+            "sha256": e.sha256,
+            "version": e.version,
+            "chunks": [
+                {"hash": c.digest, "offset": c.offset, "size": c.size} for c in readable.chunks
+            ],
+        },
+        headers={"ETag": e.etag, "Repr-Digest": repr_digest(e.sha256)},
+    )
