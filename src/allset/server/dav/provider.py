@@ -180,15 +180,12 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
                 u = self.files.usage(p)
             return u.used, max(0, u.quota - u.used - u.inflight)
 
-        writer = propfind.PropfindWriter(mode, names, SHA256_PROP, quota, lambda _path: None)
+        writer = propfind.PropfindWriter(mode, names, SHA256_PROP, quota)
         base = "/" + "/".join(rp.parts)
         mount = self.mount_path or ""
         responses = [
             writer.response(
-                target,
-                propfind.href_of(mount, base, target.kind == "dir"),
-                base,
-                dead.get(target.id, {}),
+                target, propfind.href_of(mount, base, target.kind == "dir"), dead.get(target.id, {})
             )
         ]
         prefix = base.rstrip("/") + "/"
@@ -196,7 +193,7 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
             child = prefix + e.name
             responses.append(
                 writer.response(
-                    e, propfind.href_of(mount, child, e.kind == "dir"), child, dead.get(e.id, {})
+                    e, propfind.href_of(mount, child, e.kind == "dir"), dead.get(e.id, {})
                 )
             )
         data = b"".join(propfind.multistatus(responses))
