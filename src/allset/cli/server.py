@@ -6,6 +6,8 @@ usage errors, 1 for refused operations.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import socket
 import sys
@@ -153,6 +155,14 @@ def init(ctx: click.Context) -> None:
     )
 
 
+def _limit_malloc_arenas() -> None:
+    """glibc gives threads their own malloc arenas, up to 8 per core; with dozens of worker
+    threads passing 1 MiB blocks around, freed memory stays spread over them and the RSS
+    grows well past what is live. Two arenas keep it close (M_ARENA_MAX = -8)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)
+
+
 @main.command()
 @_data_option
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
@@ -176,6 +186,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
 
     settings = _settings(ctx, host=host, port=port, plain_http=plain_http)
     configure_logging(settings.log_json, settings.log_level)
+    _limit_malloc_arenas()
     result = initialise(settings)
     runtime = build_runtime(settings)
     tls = not settings.plain_http

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a listing builds thousands, and frozen init is slow
 class Entry:
     id: str
     name: str

@@ -44,11 +44,11 @@ class Usage:
     inflight: int
 
 
-def _entry(node: Node | Row[Any], path: RemotePath) -> Entry:
+def _entry(node: Node | Row[Any], path: RemotePath | str) -> Entry:
     return Entry(
         id=node.id,
         name=node.name,
-        path=str(path),
+        path=path if isinstance(path, str) else str(path),
         kind=node.kind,
         size=node.size if node.kind == "file" else 0,
         sha256=node.sha256,
@@ -212,7 +212,8 @@ class FileService:
             ).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            entries = [_entry(r, RemotePath((*rp.parts, r.name))) for r in rows]
+            prefix = "/" + "".join(part + "/" for part in rp.parts)
+            entries = [_entry(r, prefix + r.name) for r in rows]
             return _entry(node, rp), entries, (rows[-1].name if more else None)
 
     def open_read(
