@@ -147,6 +147,7 @@ def rsync_delta(tmp: Path, original: Path, edited: Path) -> dict[str, int]:
                     "rsync",
                     "--stats",
                     "--no-whole-file",
+                    "--ignore-times",  # same size and second: rsync would skip the file
                     "-a",
                     str(work / "big.bin"),
                     f"rsync://127.0.0.1:{port}/dest/big.bin",
