@@ -190,8 +190,9 @@ def delta(srv: ServerProcess, auth: tuple[str, str], tmp: Path, size: int) -> di
     }
 
 
-def tus_vs_put(srv: ServerProcess, auth: tuple[str, str], size: int) -> dict[str, float]:
-    blocks = list(keystream("tus", size))
+def tus_vs_put(srv: ServerProcess, auth: tuple[str, str], size: int, run: int) -> dict[str, float]:
+    """New random content for each upload: nothing may be deduplicated."""
+    blocks = list(keystream(f"put-{run}", size))
     with srv.client(auth=auth, timeout=600) as c:
         start = time.monotonic()
         r = c.put(
@@ -199,6 +200,7 @@ def tus_vs_put(srv: ServerProcess, auth: tuple[str, str], size: int) -> dict[str
         )
         r.raise_for_status()
         put_s = time.monotonic() - start
+        blocks = list(keystream(f"tus-{run}", size))
         name = base64.b64encode(b"tus.bin").decode()
         start = time.monotonic()
         r = c.post(
@@ -247,7 +249,7 @@ def main(argv: list[str]) -> int:
             runs = [shaping(srv, shaped, shape_size) for _ in range(repeat)]
             results["shaping"] = {k: [r[k] for r in runs] for k in runs[0]}
             results["delta"] = delta(srv, fast, tmp, big)
-            tus_runs = [tus_vs_put(srv, fast, big) for _ in range(repeat)]
+            tus_runs = [tus_vs_put(srv, fast, big, i) for i in range(repeat)]
             results["tus"] = {k: [r[k] for r in tus_runs] for k in tus_runs[0]}
         finally:
             srv.stop()
