@@ -1,15 +1,249 @@
-"""``allset``: the Client's Software (R-STORE-2). The full client lands with the sync
-issue; this entry point already exists so that the command surface is stable."""
+"""``allset``: the Client's Software (R-STORE-2) — sign in, then transfer and manage files.
+
+Every transfer is verified end to end: ``put`` sends only the chunks the server lacks and
+compares the SHA-256 the server stored with its own; ``get`` checks every chunk and the
+whole file before the file takes its name. A mismatch is an error, never a warning.
+Synchronisation (``allset sync``) comes with the sync issue.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+import socket
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
 import click
+import httpx
+
+from allset.client import profile as profiles
+from allset.client.transfer import TransferError, pull_file, push_file
+
+P = ParamSpec("P")
+R = TypeVar("R")
+API = "/api/v1"
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """Errors as one line that says what to do, exit code 1; never a traceback."""
+
+    @wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (profiles.ProfileError, TransferError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except httpx.ConnectError as exc:
+            click.echo(f"error: cannot reach the server ({exc}).", err=True)
+            sys.exit(1)
+        except httpx.HTTPError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return run
+
+
+def _out(as_json: bool, data: Any, human: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else human(data))
+
+
+def _check(resp: httpx.Response, what: str) -> Any:
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise TransferError(f"{what}: {detail} ({resp.status_code})")
+    return resp.json() if resp.content else None
+
+
+def _remote(path: str) -> str:
+    return "/" + path.strip("/") if path.strip("/") else "/"
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="JSON output.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="allset")
 def main() -> None:
     """Transfer and synchronise files with an allset server."""
+
+
+@main.command()
+@click.argument("url")
+@click.option("--user", required=True, help="Your email address.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--fingerprint", default=None, help="SHA-256 of the server certificate (pin).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@friendly
+def login(
+    url: str,
+    user: str,
+    password_stdin: bool,
+    fingerprint: str | None,
+    ca_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Sign in once: an app password is created for this computer and kept in the profile
+    (your account password is not stored)."""
+    if fingerprint and ca_file:
+        raise profiles.ProfileError("Give --fingerprint or --ca-file, not both.")
+    url = url.rstrip("/")
+    directory = profiles.config_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = ""
+    if fingerprint:
+        ca = str(profiles.pin_certificate(url, fingerprint, directory))
+    elif ca_file:
+        ca = str(directory / profiles.PINNED)
+        shutil.copyfile(ca_file, ca)
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else click.prompt("Password", hide_input=True)
+    )
+    probe = profiles.Profile(url, user, password, ca_file=ca)
+    with probe.client() as http:
+        issued = _check(
+            http.post(
+                f"{API}/auth/app-passwords", json={"name": f"allset on {socket.gethostname()}"}
+            ),
+            "signing in",
+        )
+    prof = profiles.Profile(url, user, issued["password"], issued.get("id", ""), ca)
+    with prof.client() as http:
+        me = _check(http.get(f"{API}/me"), "checking the new app password")
+    path = profiles.save(prof, directory)
+    _out(
+        as_json,
+        {"url": url, "user": me["email"], "profile": str(path)},
+        lambda d: f"signed in to {d['url']} as {d['user']} (profile {d['profile']})",
+    )
+
+
+@main.command()
+@click.argument("remote", default="/")
+@json_option
+@friendly
+def ls(remote: str, as_json: bool) -> None:
+    """List a folder (or show a file)."""
+    prof = profiles.load()
+    entries: list[dict[str, Any]] = []
+    with prof.client() as http:
+        after = ""
+        for _ in range(100_000):  # pages of 1,000
+            page = _check(
+                http.get(
+                    f"{API}/tree{quote(_remote(remote))}", params={"after": after, "limit": 1000}
+                ),
+                f"listing {remote}",
+            )
+            if page.get("type") != "folder":
+                entries = [page]
+                break
+            entries += page["entries"]
+            if not page.get("next"):
+                break
+            after = page["next"]
+
+    def human(es: list[dict[str, Any]]) -> str:
+        lines = []
+        for e in es:
+            kind = "d" if e["type"] == "folder" else "-"
+            size = e.get("size", "")
+            lines.append(f"{kind} {size!s:>12}  {e['mtime'][:19]}  {e['name']}")
+        return "\n".join(lines) or "(empty)"
+
+    _out(as_json, entries, human)
+
+
+@main.command()
+@click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("remote")
+@json_option
+@friendly
+def put(local: Path, remote: str, as_json: bool) -> None:
+    """Upload a file (only the chunks the server lacks travel); verified by SHA-256."""
+    prof = profiles.load()
+    target = _remote(remote)
+    if remote.endswith("/"):
+        target = target.rstrip("/") + "/" + local.name
+    with prof.client() as http:
+        result = push_file(http, local, target)
+    _out(
+        as_json,
+        result.__dict__,
+        lambda r: (
+            f"{r['path']}: {r['size']} bytes, sha256 {r['sha256']} verified by the server "
+            f"({r['bytes_sent']} bytes sent, {r['chunks_sent']}/{r['chunks_total']} chunks)"
+        ),
+    )
+
+
+@main.command()
+@click.argument("remote")
+@click.argument("local", type=click.Path(path_type=Path))
+@json_option
+@friendly
+def get(remote: str, local: Path, as_json: bool) -> None:
+    """Download a file; every chunk and the whole file are checked before it is saved."""
+    prof = profiles.load()
+    source = _remote(remote)
+    if local.is_dir():
+        local = local / source.rsplit("/", 1)[-1]
+    with prof.client() as http:
+        fetched = pull_file(http, source, local, {})
+        meta = _check(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
+    data = {"path": str(local), "size": meta["size"], "sha256": meta["sha256"], "fetched": fetched}
+    _out(as_json, data, lambda d: f"{d['path']}: {d['size']} bytes, sha256 {d['sha256']} verified")
+
+
+@main.command()
+@click.argument("remote")
+@friendly
+def rm(remote: str) -> None:
+    """Move a file or folder to the trash (restorable for the retention period)."""
+    prof = profiles.load()
+    with prof.client() as http:
+        _check(http.delete(f"{API}/files{quote(_remote(remote))}"), f"deleting {remote}")
+    click.echo(f"{_remote(remote)} moved to the trash")
+
+
+@main.command()
+@click.argument("src")
+@click.argument("dst")
+@friendly
+def mv(src: str, dst: str) -> None:
+    """Move or rename."""
+    prof = profiles.load()
+    with prof.client() as http:
+        _check(
+            http.post(f"{API}/move", json={"from": _remote(src), "to": _remote(dst)}),
+            f"moving {src}",
+        )
+    click.echo(f"{_remote(src)} -> {_remote(dst)}")
+
+
+@main.command()
+@click.argument("remote")
+@friendly
+def mkdir(remote: str) -> None:
+    """Create a folder (and missing parents)."""
+    prof = profiles.load()
+    with prof.client() as http:
+        _check(
+            http.post(f"{API}/mkdir", json={"path": _remote(remote), "parents": True}),
+            f"creating {remote}",
+        )
+    click.echo(f"{_remote(remote)} created")
 
 
 if __name__ == "__main__":  # pragma: no cover

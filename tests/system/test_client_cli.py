@@ -1,0 +1,110 @@
+"""``allset`` (the Software) against a real server over TLS: sign-in with a pinned
+self-signed certificate, one-shot commands, end-to-end SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serverproc import ServerProcess
+
+pytestmark = pytest.mark.system
+
+ALLSET = str(Path(sys.executable).parent / "allset")
+PASSWORD = "correct horse battery staple"
+
+
+def allset(cfg: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ALLSET_CONFIG_DIR": str(cfg)}
+    return subprocess.run(
+        [ALLSET, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        input=input,
+        timeout=120,
+    )
+
+
+def test_login_pins_the_certificate_and_commands_verify(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    server.cli("tenant", "create", "cli", "--quota", "1GiB")
+    email = "me@cli.example"
+    server.cli(
+        "user",
+        "create",
+        "--tenant",
+        "cli",
+        email,
+        "--role",
+        "owner",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
+    cfg = tmp_path / "cfg"
+
+    wrong = allset(
+        cfg,
+        "login",
+        server.url,
+        "--user",
+        email,
+        "--password-stdin",
+        "--fingerprint",
+        "ab" * 32,
+        input=PASSWORD + "\n",
+    )
+    assert wrong.returncode == 1 and "not" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert not (cfg / "profile.json").exists()
+
+    fp = server.fingerprint.lower()  # printed with colons; any case is accepted
+    ok = allset(
+        cfg,
+        "login",
+        server.url,
+        "--user",
+        email,
+        "--password-stdin",
+        "--fingerprint",
+        fp,
+        "--json",
+        input=PASSWORD + "\n",
+    )
+    assert ok.returncode == 0, ok.stderr
+    profile = cfg / "profile.json"
+    assert stat.S_IMODE(profile.stat().st_mode) == 0o600
+    assert PASSWORD not in profile.read_text()  # only an app password is kept
+    assert json.loads(profile.read_text())["app_password"].startswith("ap-")
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    local = tmp_path / "report.bin"
+    local.write_bytes(data)
+    assert allset(cfg, "mkdir", "/docs").returncode == 0
+    put = allset(cfg, "put", str(local), "/docs/", "--json")
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["sha256"] == hashlib.sha256(data).hexdigest()
+    listed = json.loads(allset(cfg, "ls", "/docs", "--json").stdout)
+    assert [e["name"] for e in listed] == ["report.bin"]
+
+    back = tmp_path / "back.bin"
+    got = allset(cfg, "get", "/docs/report.bin", str(back), "--json")
+    assert got.returncode == 0, got.stderr
+    assert back.read_bytes() == data
+
+    assert allset(cfg, "mv", "/docs/report.bin", "/docs/final.bin").returncode == 0
+    assert allset(cfg, "rm", "/docs/final.bin").returncode == 0
+    assert json.loads(allset(cfg, "ls", "/docs", "--json").stdout) == []
+    missing = allset(cfg, "get", "/docs/final.bin", str(tmp_path / "x"))
+    assert missing.returncode == 1 and "error:" in missing.stderr
+
+    nobody = allset(tmp_path / "empty-cfg", "ls")
+    assert nobody.returncode == 1 and "allset login" in nobody.stderr
