@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,45 @@ def test_login_pins_the_certificate_and_commands_verify(
 
     nobody = allset(tmp_path / "empty-cfg", "ls")
     assert nobody.returncode == 1 and "allset login" in nobody.stderr
+
+
+def test_bwlimit_caps_the_clients_own_rate(server: ServerProcess, tmp_path: Path) -> None:
+    server.cli("tenant", "create", "bw", "--quota", "1GiB", "--bandwidth", "10Gbit")
+    email = "me@bw.example"
+    server.cli(
+        "user",
+        "create",
+        "--tenant",
+        "bw",
+        email,
+        "--role",
+        "owner",
+        "--password-stdin",
+        input=PASSWORD + "\n",
+    )
+    cfg = tmp_path / "cfg"
+    login = allset(
+        cfg,
+        "login",
+        server.url,
+        "--user",
+        email,
+        "--password-stdin",
+        "--ca-file",
+        str(server.cert),
+        input=PASSWORD + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    local = tmp_path / "four.bin"
+    local.write_bytes(os.urandom(4 * 1024 * 1024))
+    bad = allset(cfg, "put", str(local), "/four.bin", "--bwlimit", "fast")
+    assert bad.returncode == 1 and "--bwlimit" in bad.stderr
+
+    start = time.monotonic()
+    assert allset(cfg, "put", str(local), "/four.bin", "--bwlimit", "16Mbit").returncode == 0
+    assert time.monotonic() - start >= 1.6  # 4 MiB at 2 MB/s: about 2.1 s, never much less
+    start = time.monotonic()
+    back = tmp_path / "back.bin"
+    assert allset(cfg, "get", "/four.bin", str(back), "--bwlimit", "16Mbit").returncode == 0
+    assert time.monotonic() - start >= 1.6
+    assert back.read_bytes() == local.read_bytes()

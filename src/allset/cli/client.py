@@ -22,7 +22,9 @@ import click
 import httpx
 
 from allset.client import profile as profiles
-from allset.client.transfer import TransferError, pull_file, push_file
+from allset.client.transfer import RateLimiter, TransferError, pull_file, push_file
+from allset.core.errors import AllsetError
+from allset.core.units import parse_rate
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,6 +70,18 @@ def _remote(path: str) -> str:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON output.")
+bwlimit_option = click.option(
+    "--bwlimit", default=None, help="Cap this transfer's rate, e.g. 20Mbit or 5MB (per second)."
+)
+
+
+def _limiter(bwlimit: str | None) -> RateLimiter | None:
+    if not bwlimit:
+        return None
+    try:
+        return RateLimiter(parse_rate(bwlimit))
+    except AllsetError as exc:
+        raise profiles.ProfileError(f"--bwlimit: {exc.detail}") from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -168,16 +182,17 @@ def ls(remote: str, as_json: bool) -> None:
 @main.command()
 @click.argument("local", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("remote")
+@bwlimit_option
 @json_option
 @friendly
-def put(local: Path, remote: str, as_json: bool) -> None:
+def put(local: Path, remote: str, bwlimit: str | None, as_json: bool) -> None:
     """Upload a file (only the chunks the server lacks travel); verified by SHA-256."""
     prof = profiles.load()
     target = _remote(remote)
     if remote.endswith("/"):
         target = target.rstrip("/") + "/" + local.name
     with prof.client() as http:
-        result = push_file(http, local, target)
+        result = push_file(http, local, target, limiter=_limiter(bwlimit))
     _out(
         as_json,
         result.__dict__,
@@ -191,16 +206,17 @@ def put(local: Path, remote: str, as_json: bool) -> None:
 @main.command()
 @click.argument("remote")
 @click.argument("local", type=click.Path(path_type=Path))
+@bwlimit_option
 @json_option
 @friendly
-def get(remote: str, local: Path, as_json: bool) -> None:
+def get(remote: str, local: Path, bwlimit: str | None, as_json: bool) -> None:
     """Download a file; every chunk and the whole file are checked before it is saved."""
     prof = profiles.load()
     source = _remote(remote)
     if local.is_dir():
         local = local / source.rsplit("/", 1)[-1]
     with prof.client() as http:
-        fetched = pull_file(http, source, local, {})
+        fetched = pull_file(http, source, local, {}, limiter=_limiter(bwlimit))
         meta = _check(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
     data = {"path": str(local), "size": meta["size"], "sha256": meta["sha256"], "fetched": fetched}
     _out(as_json, data, lambda d: f"{d['path']}: {d['size']} bytes, sha256 {d['sha256']} verified")

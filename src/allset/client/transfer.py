@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,35 @@ import httpx
 from allset.blobstore.chunker import StreamChunker
 
 BLOCK = 1 << 20
+PIECE = 64 * 1024  # the pacing step of --bwlimit
+
+
+class RateLimiter:
+    """``--bwlimit``: a token bucket the client's own transfers draw from (in debt, then
+    sleep), so the average over a transfer is the limit. Thread-unsafe by design: one per
+    command."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.rate = max(1.0, bytes_per_second)
+        self.burst = max(65536.0, self.rate * 0.05)
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+
+    def consume(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= n
+        if self.tokens < 0:
+            time.sleep(-self.tokens / self.rate)
+
+
+def _paced(data: bytes, limiter: RateLimiter | None) -> Iterator[bytes]:
+    for i in range(0, len(data), PIECE):
+        piece = data[i : i + PIECE]
+        if limiter is not None:
+            limiter.consume(len(piece))
+        yield piece
 
 
 class TransferError(Exception):
@@ -90,7 +121,11 @@ def _check(resp: httpx.Response, what: str) -> Any:
 
 
 def push_file(
-    http: httpx.Client, local: Path, remote: str, base_version: str | None = None
+    http: httpx.Client,
+    local: Path,
+    remote: str,
+    base_version: str | None = None,
+    limiter: RateLimiter | None = None,
 ) -> PushResult:
     """Upload ``local`` to ``remote`` sending only the chunks the server lacks.
     ``base_version``: the version this edit started from (412 if someone changed it)."""
@@ -110,7 +145,14 @@ def push_file(
             data = f.read(size)
             if hashlib.sha256(data).hexdigest() != h:
                 raise TransferError(f"{local} changed while it was being sent; try again.")
-            _check(http.put(f"/api/v1/chunks/{h}", content=data), f"sending chunk {h[:12]}")
+            _check(
+                http.put(
+                    f"/api/v1/chunks/{h}",
+                    content=_paced(data, limiter),
+                    headers={"Content-Length": str(len(data))},
+                ),
+                f"sending chunk {h[:12]}",
+            )
             sent.add(h)
             sent_bytes += size
     body = {"path": remote, "sha256": plan.sha256, "chunks": hashes, "size": plan.size}
@@ -135,7 +177,13 @@ def push_file(
     )
 
 
-def pull_file(http: httpx.Client, remote: str, local: Path, have: dict[str, bytes]) -> int:
+def pull_file(
+    http: httpx.Client,
+    remote: str,
+    local: Path,
+    have: dict[str, bytes],
+    limiter: RateLimiter | None = None,
+) -> int:
     """Download ``remote`` fetching only chunks not in ``have`` (hash -> bytes); returns
     the bytes fetched. Verified chunk by chunk and as a whole before it is written."""
     man = _check(http.get("/api/v1/manifest" + quote(remote)), f"reading {remote}")
@@ -146,10 +194,16 @@ def pull_file(http: httpx.Client, remote: str, local: Path, have: dict[str, byte
         for c in man["chunks"]:
             data = have.get(c["hash"])
             if data is None:
-                resp = http.get(f"/api/v1/chunks/{c['hash']}")
-                if resp.status_code >= 400:
-                    _check(resp, f"fetching chunk {c['hash'][:12]}")
-                data = resp.content
+                with http.stream("GET", f"/api/v1/chunks/{c['hash']}") as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        _check(resp, f"fetching chunk {c['hash'][:12]}")
+                    pieces = []
+                    for piece in resp.iter_bytes(PIECE):
+                        if limiter is not None:
+                            limiter.consume(len(piece))
+                        pieces.append(piece)
+                data = b"".join(pieces)
                 fetched += len(data)
             if hashlib.sha256(data).hexdigest() != c["hash"]:
                 raise ProofMismatch(f"Chunk {c['hash'][:12]} of {remote} arrived damaged.")
