@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from allset.core.errors import (
+    AllsetError,
     ChecksumMismatch,
     Conflict,
     InvalidInput,
@@ -45,7 +46,7 @@ from allset.db.models import ResumableUpload, utcnow
 from allset.files import sql
 from allset.files.entries import Entry
 from allset.files.service import FileService
-from allset.files.upload import begin_upload, quota_error
+from allset.files.upload import Upload, begin_upload, quota_error
 
 log = logging.getLogger("allset.resumable")
 
@@ -110,6 +111,10 @@ class Resumables:
         self.max_size = max_size
         self._busy: set[str] = set()
         self._lock = threading.Lock()
+        # Fast path: the Upload fed as PATCH bodies arrive, so the last byte needs only the
+        # commit. Memory only; whenever it might disagree with the part file it is dropped
+        # and the part file is streamed instead (after a restart, a discarded body...).
+        self._live: dict[str, Upload] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def part_path(self, upload_id: str) -> Path:
@@ -261,6 +266,37 @@ class Resumables:
                 self._commit(p, info)
             return self.status(p, upload_id)
 
+    def _take_live(self, upload_id: str) -> Upload | None:
+        with self._lock:
+            return self._live.pop(upload_id, None)
+
+    def drop_live(self, upload_id: str) -> None:
+        upload = self._take_live(upload_id)
+        if upload is not None:
+            upload.abort()
+
+    def live_for(self, p: Principal, info: ResumableInfo) -> Upload | None:
+        """The Upload to feed for a PATCH at ``info.offset``, if the fast path applies."""
+        if info.concat or not info.path:
+            return None
+        with self._lock:
+            live = self._live.get(info.id)
+        if live is not None:
+            if live.size == info.offset:
+                return live
+            self.drop_live(info.id)
+            return None
+        if info.offset != 0:
+            return None  # the bytes so far are only in the part file (a restart)
+        try:
+            # No up-front reservation: the row already holds ``length`` of quota (credit).
+            live = begin_upload(self.files, p, parse_path(info.path), credit=info.length)
+        except AllsetError:
+            return None  # e.g. the folder went away: the commit will say so clearly
+        with self._lock:
+            self._live[info.id] = live
+        return live
+
     def _commit(self, p: Principal, info: ResumableInfo) -> Entry:
         rp = parse_path(info.path)
         sources = (
@@ -268,6 +304,12 @@ class Resumables:
             if info.concat == "final"
             else [self.part_path(info.id)]
         )
+        live = self._take_live(info.id)
+        if live is not None and live.size == info.length:
+            entry, _ = live.commit()
+            return self._done(info, entry, sources)
+        if live is not None:
+            live.abort()
         upload = begin_upload(self.files, p, rp, expected_size=info.length, credit=info.length)
         try:
             for src in sources:
@@ -281,6 +323,9 @@ class Resumables:
             upload.abort()
             raise
         entry, _ = upload.commit()
+        return self._done(info, entry, sources)
+
+    def _done(self, info: ResumableInfo, entry: Entry, sources: list[Path]) -> Entry:
         result = {
             "path": entry.path,
             "size": entry.size,
@@ -305,6 +350,7 @@ class Resumables:
             with self.db.write() as s:
                 row = self._row(s, p, upload_id)
                 s.delete(row)
+            self.drop_live(upload_id)
             self.part_path(upload_id).unlink(missing_ok=True)
 
     def expire(self, now: datetime | None = None) -> int:
@@ -318,6 +364,7 @@ class Resumables:
             if ids:
                 s.execute(delete(ResumableUpload).where(ResumableUpload.id.in_(ids)))
         for upload_id in ids:
+            self.drop_live(upload_id)
             self.part_path(upload_id).unlink(missing_ok=True)
         with self.db.read() as s:
             known = set(s.scalars(select(ResumableUpload.id)))
@@ -345,7 +392,10 @@ class Appender:
         self.written = 0
         self._guard = owner._exclusive(info.id)
         self._guard.__enter__()
+        self._live: Upload | None = None
+        self._recorded: int | None = None
         try:
+            self._live = owner.live_for(p, info)
             self._file = owner.part_path(info.id).open("r+b")
             # Bytes beyond the acknowledged offset were never acknowledged: cut them.
             self._file.truncate(info.offset)
@@ -364,6 +414,12 @@ class Appender:
         if self._hash is not None:
             self._hash.update(data)
         self.written += len(data)
+        if self._live is not None:
+            try:
+                self._live.write(data)
+            except Exception:  # the part file has the bytes; the commit will stream it
+                self._live = None
+                self.owner.drop_live(self.info.id)
 
     def finish(self) -> ResumableInfo:
         """All of this request's body arrived: make it durable, then announce it."""
@@ -398,9 +454,15 @@ class Appender:
     def _durable(self) -> ResumableInfo:
         self._file.flush()
         os.fdatasync(self._file.fileno())
-        return self.owner._record_offset(self.p, self.info.id, self.info.offset + self.written)
+        info = self.owner._record_offset(self.p, self.info.id, self.info.offset + self.written)
+        self._recorded = info.offset
+        return info
 
     def _close(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
+        # The fast-path Upload must hold exactly the acknowledged bytes, or go.
+        recorded = self.info.offset if self._recorded is None else self._recorded
+        if self._live is not None and self._live.size != recorded:
+            self.owner.drop_live(self.info.id)
         self._guard.__exit__(None, None, None)

@@ -125,12 +125,15 @@ class Upload:
         SHA-256 of each chunk are computed in worker threads (hashlib releases the GIL),
         so a big upload uses both cores instead of doing three passes on one."""
         self.size += len(data)
+        # The whole-file hash must see the blocks in order: wait for the previous block's
+        # update before any next one, whichever thread does it.
+        if self._hash_job is not None:
+            self._hash_job.result()
+            self._hash_job = None
         if len(data) < PARALLEL_HASH_MIN:
             self._hash.update(data)
         else:
             data = data if isinstance(data, bytes) else bytes(data)  # immutable while shared
-            if self._hash_job is not None:
-                self._hash_job.result()
             self._hash_job = HASH_POOL.submit(self._hash.update, data)
         for chunk in self._chunker.feed(data):
             self._queue_chunk(chunk)
@@ -175,7 +178,8 @@ class Upload:
                 return
             # Quota: bytes new to this Client, beyond what was reserved at the start.
             self._new_bytes += len(chunk)
-            need = self._new_bytes - self._reserved
+            # ``credit``: bytes a resumable upload's row already holds for this upload.
+            need = self._new_bytes - self._reserved - self._credit
             if need > 0:
                 inflight = leases.try_reserve(self.tenant, need, used + held, quota)
                 if inflight is not None:
@@ -191,6 +195,9 @@ class Upload:
         read back, verified and hashed in order, and leased so that no collector takes it
         before the commit."""
         leases, store = self.svc.leases, self.svc.store
+        if self._hash_job is not None:  # in order after anything written before
+            self._hash_job.result()
+            self._hash_job = None
         for digest in digests:
             with leases.locked(self.tenant, digest):
                 if digest not in self._leased:
