@@ -51,6 +51,7 @@ from allset.files.upload import Upload, begin_upload, quota_error
 log = logging.getLogger("allset.resumable")
 
 BLOCK = 1 << 20
+MAX_LIVE = 64  # tus uploads chunked as they arrive at once; others fall back to the file
 CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 
@@ -288,6 +289,9 @@ class Resumables:
             return None
         if info.offset != 0:
             return None  # the bytes so far are only in the part file (a restart)
+        with self._lock:
+            if len(self._live) >= MAX_LIVE:
+                return None  # each holds up to ~8 MiB of chunker buffer: bounded memory
         try:
             # No up-front reservation: the row already holds ``length`` of quota (credit).
             live = begin_upload(self.files, p, parse_path(info.path), credit=info.length)
@@ -357,10 +361,16 @@ class Resumables:
         """Maintenance: forget expired uploads and delete their bytes; also part files
         that no row claims (a crash between creating the file and the row)."""
         now = now or utcnow()
+        with self._lock:
+            busy = set(self._busy)  # a request is writing to it right now: not expired
         with self.db.write() as s:
-            ids = list(
-                s.scalars(select(ResumableUpload.id).where(ResumableUpload.expires_at <= now))
-            )
+            ids = [
+                i
+                for i in s.scalars(
+                    select(ResumableUpload.id).where(ResumableUpload.expires_at <= now)
+                )
+                if i not in busy
+            ]
             if ids:
                 s.execute(delete(ResumableUpload).where(ResumableUpload.id.in_(ids)))
         for upload_id in ids:
