@@ -22,7 +22,13 @@ import click
 import httpx
 
 from allset.client import profile as profiles
-from allset.client.transfer import RateLimiter, TransferError, pull_file, push_file
+from allset.client.transfer import (
+    RateLimiter,
+    TransferError,
+    check_response,
+    pull_file,
+    push_file,
+)
 from allset.core.errors import AllsetError
 from allset.core.units import parse_rate
 
@@ -53,16 +59,6 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
 
 def _out(as_json: bool, data: Any, human: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else human(data))
-
-
-def _check(resp: httpx.Response, what: str) -> Any:
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise TransferError(f"{what}: {detail} ({resp.status_code})")
-    return resp.json() if resp.content else None
 
 
 def _remote(path: str) -> str:
@@ -126,7 +122,7 @@ def login(
     )
     probe = profiles.Profile(url, user, password, ca_file=ca)
     with probe.client() as http:
-        issued = _check(
+        issued = check_response(
             http.post(
                 f"{API}/auth/app-passwords", json={"name": f"allset on {socket.gethostname()}"}
             ),
@@ -134,7 +130,7 @@ def login(
         )
     prof = profiles.Profile(url, user, issued["password"], issued.get("id", ""), ca)
     with prof.client() as http:
-        me = _check(http.get(f"{API}/me"), "checking the new app password")
+        me = check_response(http.get(f"{API}/me"), "checking the new app password")
     path = profiles.save(prof, directory)
     _out(
         as_json,
@@ -154,7 +150,7 @@ def ls(remote: str, as_json: bool) -> None:
     with prof.client() as http:
         after = ""
         for _ in range(100_000):  # pages of 1,000
-            page = _check(
+            page = check_response(
                 http.get(
                     f"{API}/tree{quote(_remote(remote))}", params={"after": after, "limit": 1000}
                 ),
@@ -217,7 +213,7 @@ def get(remote: str, local: Path, bwlimit: str | None, as_json: bool) -> None:
         local = local / source.rsplit("/", 1)[-1]
     with prof.client() as http:
         fetched = pull_file(http, source, local, {}, limiter=_limiter(bwlimit))
-        meta = _check(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
+        meta = check_response(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
     data = {"path": str(local), "size": meta["size"], "sha256": meta["sha256"], "fetched": fetched}
     _out(as_json, data, lambda d: f"{d['path']}: {d['size']} bytes, sha256 {d['sha256']} verified")
 
@@ -229,7 +225,7 @@ def rm(remote: str) -> None:
     """Move a file or folder to the trash (restorable for the retention period)."""
     prof = profiles.load()
     with prof.client() as http:
-        _check(http.delete(f"{API}/files{quote(_remote(remote))}"), f"deleting {remote}")
+        check_response(http.delete(f"{API}/files{quote(_remote(remote))}"), f"deleting {remote}")
     click.echo(f"{_remote(remote)} moved to the trash")
 
 
@@ -241,7 +237,7 @@ def mv(src: str, dst: str) -> None:
     """Move or rename."""
     prof = profiles.load()
     with prof.client() as http:
-        _check(
+        check_response(
             http.post(f"{API}/move", json={"from": _remote(src), "to": _remote(dst)}),
             f"moving {src}",
         )
@@ -255,7 +251,7 @@ def mkdir(remote: str) -> None:
     """Create a folder (and missing parents)."""
     prof = profiles.load()
     with prof.client() as http:
-        _check(
+        check_response(
             http.post(f"{API}/mkdir", json={"path": _remote(remote), "parents": True}),
             f"creating {remote}",
         )

@@ -110,7 +110,8 @@ def digest_of(header: str | None) -> str | None:
     return base64.b64decode(header.removeprefix("sha-256=:").rstrip(":")).hex()
 
 
-def _check(resp: httpx.Response, what: str) -> Any:
+def check_response(resp: httpx.Response, what: str) -> Any:
+    """The JSON of a successful answer, or TransferError with the server's own words."""
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail", resp.text)
@@ -132,9 +133,9 @@ def push_file(
     plan = plan_file(local)
     hashes = [h for h, _, _ in plan.chunks]
     missing = set(
-        _check(http.post("/api/v1/chunks/missing", json={"chunks": hashes}), "asking for chunks")[
-            "missing"
-        ]
+        check_response(
+            http.post("/api/v1/chunks/missing", json={"chunks": hashes}), "asking for chunks"
+        )["missing"]
     )
     sent, sent_bytes = set(), 0
     with local.open("rb") as f:
@@ -145,7 +146,7 @@ def push_file(
             data = f.read(size)
             if hashlib.sha256(data).hexdigest() != h:
                 raise TransferError(f"{local} changed while it was being sent; try again.")
-            _check(
+            check_response(
                 http.put(
                     f"/api/v1/chunks/{h}",
                     content=_paced(data, limiter),
@@ -159,7 +160,7 @@ def push_file(
     if base_version:
         body["base_version"] = base_version
     resp = http.post("/api/v1/commit", json=body)
-    result = _check(resp, f"committing {remote}")
+    result = check_response(resp, f"committing {remote}")
     stored = digest_of(resp.headers.get("repr-digest"))
     if stored != plan.sha256 or result["sha256"] != plan.sha256:
         raise ProofMismatch(
@@ -186,7 +187,7 @@ def pull_file(
 ) -> int:
     """Download ``remote`` fetching only chunks not in ``have`` (hash -> bytes); returns
     the bytes fetched. Verified chunk by chunk and as a whole before it is written."""
-    man = _check(http.get("/api/v1/manifest" + quote(remote)), f"reading {remote}")
+    man = check_response(http.get("/api/v1/manifest" + quote(remote)), f"reading {remote}")
     whole = hashlib.sha256()
     fetched = 0
     tmp = local.with_name(local.name + ".allset-part")
@@ -197,7 +198,7 @@ def pull_file(
                 with http.stream("GET", f"/api/v1/chunks/{c['hash']}") as resp:
                     if resp.status_code >= 400:
                         resp.read()
-                        _check(resp, f"fetching chunk {c['hash'][:12]}")
+                        check_response(resp, f"fetching chunk {c['hash'][:12]}")
                     pieces = []
                     for piece in resp.iter_bytes(PIECE):
                         if limiter is not None:

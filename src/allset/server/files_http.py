@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from allset.core.errors import InvalidInput, RangeNotSatisfiable
 from allset.core.paths import RemotePath
@@ -35,6 +35,28 @@ from allset.server.transfer import (
 )
 
 SMALL_BODY = 256 * 1024  # read at once, stored in one thread hand-off (see store_bytes)
+FILES = "/api/v1/files"
+
+
+def stored_answer(entry: Entry, created: bool) -> JSONResponse:
+    """The answer to any completed upload of the API (PUT, chunk commit): what was stored,
+    with the stored SHA-256 as ``Repr-Digest`` — the proof of transfer (R-STORE-7)."""
+    return JSONResponse(
+        {
+            "path": entry.path,
+            "size": entry.size,
+            "sha256": entry.sha256,
+            "version": entry.version,
+            "created": created,
+            "mtime": entry.mtime.isoformat(),
+        },
+        status_code=201,
+        headers={
+            "ETag": entry.etag,
+            "Repr-Digest": repr_digest(entry.sha256),
+            "Location": FILES + quote(entry.path),
+        },
+    )
 
 
 def file_headers(e: Entry) -> dict[str, str]:

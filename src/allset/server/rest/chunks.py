@@ -22,6 +22,7 @@ from allset.core.paths import parse_path
 from allset.core.principal import Principal
 from allset.files import sql
 from allset.files.upload import MAX_CHUNK, commit_manifest, missing_chunks, put_chunk
+from allset.server.files_http import stored_answer
 from allset.server.rest.deps import path_after, principal, runtime
 from allset.server.transfer import repr_digest
 
@@ -146,17 +147,7 @@ async def commit(request: Request, caller: Caller, body: CommitBody) -> JSONResp
             mtime=body.mtime,
         )
     )
-    return JSONResponse(
-        {
-            "path": entry.path,
-            "size": entry.size,
-            "sha256": entry.sha256,
-            "version": entry.version,
-            "created": created,
-        },
-        status_code=201,
-        headers={"ETag": entry.etag, "Repr-Digest": repr_digest(entry.sha256)},
-    )
+    return stored_answer(entry, created)
 
 
 @router.get("/manifest/{path:path}", summary="A file's chunks, to fetch only those you lack")

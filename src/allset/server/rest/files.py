@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from allset.core.principal import Principal
-from allset.server.files_http import receive_file, send_file
+from allset.server.files_http import receive_file, send_file, stored_answer
 from allset.server.rest.deps import path_after, principal, runtime
-from allset.server.transfer import repr_digest
 
 router = APIRouter(tags=["files"])
 PREFIX = "/api/v1/files"
@@ -46,22 +44,7 @@ async def put_file(request: Request, caller: Caller) -> Response:
     Answers 201 with size, sha256 and version, and the stored digest in Repr-Digest."""
     rt = runtime(request)
     entry, created = await receive_file(request, rt.files, caller, path_after(request, PREFIX))
-    return JSONResponse(
-        {
-            "path": entry.path,
-            "size": entry.size,
-            "sha256": entry.sha256,
-            "version": entry.version,
-            "created": created,
-            "mtime": entry.mtime.isoformat(),
-        },
-        status_code=201,
-        headers={
-            "ETag": entry.etag,
-            "Repr-Digest": repr_digest(entry.sha256),
-            "Location": PREFIX + quote(entry.path),
-        },
-    )
+    return stored_answer(entry, created)
 
 
 @router.delete("/files/{path:path}", status_code=204, summary="Move a file or folder to the trash")
