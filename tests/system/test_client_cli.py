@@ -35,22 +35,28 @@ def allset(cfg: Path, *args: str, input: str | None = None) -> subprocess.Comple
     )
 
 
-def test_login_pins_the_certificate_and_commands_verify(
-    server: ServerProcess, tmp_path: Path
-) -> None:
-    server.cli("tenant", "create", "cli", "--quota", "1GiB")
-    email = "me@cli.example"
+def owner_with_password(server: ServerProcess, tenant: str, *options: str) -> str:
+    """A Client whose owner signs in with an account password (what `allset login` asks)."""
+    server.cli("tenant", "create", tenant, "--quota", "1GiB", *options)
+    email = f"me@{tenant}.example"
     server.cli(
         "user",
         "create",
         "--tenant",
-        "cli",
+        tenant,
         email,
         "--role",
         "owner",
         "--password-stdin",
         input=PASSWORD + "\n",
     )
+    return email
+
+
+def test_login_pins_the_certificate_and_commands_verify(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    email = owner_with_password(server, "cli")
     cfg = tmp_path / "cfg"
 
     wrong = allset(
@@ -112,19 +118,7 @@ def test_login_pins_the_certificate_and_commands_verify(
 
 
 def test_bwlimit_caps_the_clients_own_rate(server: ServerProcess, tmp_path: Path) -> None:
-    server.cli("tenant", "create", "bw", "--quota", "1GiB", "--bandwidth", "10Gbit")
-    email = "me@bw.example"
-    server.cli(
-        "user",
-        "create",
-        "--tenant",
-        "bw",
-        email,
-        "--role",
-        "owner",
-        "--password-stdin",
-        input=PASSWORD + "\n",
-    )
+    email = owner_with_password(server, "bw", "--bandwidth", "10Gbit")
     cfg = tmp_path / "cfg"
     login = allset(
         cfg,

@@ -157,6 +157,18 @@ class Accounts:
             raise NotFound(f"No Client named {name!r}; `allset-server tenant list` shows them.")
         return t
 
+    def bandwidth(self, tenant_id: str) -> tuple[int, int] | None:
+        """(up, down) in bytes per second, or None for an unknown Client (R-BW-1)."""
+        with self.db.read() as s:
+            row = s.execute(
+                select(Tenant.bandwidth_up, Tenant.bandwidth_down).where(Tenant.id == tenant_id)
+            ).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def tenant_names(self) -> dict[str, str]:
+        with self.db.read() as s:
+            return {str(tid): str(name) for tid, name in s.execute(select(Tenant.id, Tenant.name))}
+
     def get_tenant(self, name: str) -> dict[str, Any]:
         with self.db.read() as s:
             t = self._tenant(s, name)

@@ -242,14 +242,7 @@ class FileService:
                     created_at=node.created_at,
                     version=v.id,
                 )
-            chunks = tuple(
-                ChunkRef(c.hash, c.offset, c.size)
-                for c in s.scalars(
-                    select(VersionChunk)
-                    .where(VersionChunk.version_id == v.id)
-                    .order_by(VersionChunk.seq)
-                )
-            )
+            chunks = tuple(ChunkRef(*ref) for ref in self._refs_of(s, v.id))
             return Readable(entry, p.tenant_id, chunks)
 
     def plan_read(
@@ -466,30 +459,8 @@ class FileService:
         if node.kind == "file" and node.version_id:
             v = s.get(Version, node.version_id)
             assert v is not None
-            nv = Version(
-                id=new_id(),
-                tenant_id=p.tenant_id,
-                node_id=new.id,
-                size=v.size,
-                sha256=v.sha256,
-                mtime=v.mtime,
-                created_at=now,
-                created_by=p.id,
-            )
-            s.add(nv)
-            s.flush()
-            for c in s.scalars(select(VersionChunk).where(VersionChunk.version_id == v.id)):
-                s.add(
-                    VersionChunk(
-                        version_id=nv.id,
-                        seq=c.seq,
-                        tenant_id=p.tenant_id,
-                        hash=c.hash,
-                        offset=c.offset,
-                        size=c.size,
-                    )
-                )
-            new.version_id = nv.id
+            # The copy's first version shares the original's chunks (no byte stored twice).
+            self._new_version(s, p, new, v.size, v.sha256, v.mtime, self._refs_of(s, v.id))
         elif node.kind == "dir" and recursive:
             for child in list(
                 s.scalars(
@@ -540,17 +511,20 @@ class FileService:
             v = s.get(Version, version) if is_id(version) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
-            refs = [
-                (c.hash, c.offset, c.size)
-                for c in s.scalars(
-                    select(VersionChunk)
-                    .where(VersionChunk.version_id == v.id)
-                    .order_by(VersionChunk.seq)
-                )
-            ]
-            self._new_version(s, p, node, v.size, v.sha256, v.mtime, refs)
+            self._new_version(s, p, node, v.size, v.sha256, v.mtime, self._refs_of(s, v.id))
             self._event(s, p, "restore-version", node, rp, version=version)
             return _entry(node, rp)
+
+    def _refs_of(self, s: Session, version_id: str) -> list[tuple[str, int, int]]:
+        """A version's manifest: (hash, offset, size) in file order."""
+        return [
+            (c.hash, c.offset, c.size)
+            for c in s.scalars(
+                select(VersionChunk)
+                .where(VersionChunk.version_id == version_id)
+                .order_by(VersionChunk.seq)
+            )
+        ]
 
     def _new_version(
         self,
@@ -694,6 +668,18 @@ class FileService:
             s.execute(delete(NodeProperty).where(NodeProperty.node_id == nid))
             s.execute(delete(Node).where(Node.id == nid, Node.tenant_id == tenant_id))
         return len(order)
+
+    def read_chunk(self, p: Principal, digest: str) -> bytes:
+        """One verified chunk of a file this Client has (the chunk protocol's download);
+        another Client's chunks do not exist for it (R-STORE-3)."""
+        self._writable(p)
+        with self.db.read_conn() as c:
+            known = c.scalars(
+                sql.EXISTING_CHUNKS, {"tenant_id": p.tenant_id, "hashes": [digest]}
+            ).first()
+        if known is None:
+            raise NotFound("This Client has no such chunk.")
+        return self.store.get(p.tenant_id, digest)
 
     # ---- dead properties (WebDAV PROPPATCH) ---------------------------------------
     def properties(self, p: Principal, path: str | RemotePath) -> dict[str, bytes]:

@@ -185,19 +185,8 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             except Exception:
                 log.exception("maintenance failed; will retry next cycle")
 
-    def load_limits(tenant_id: str) -> tuple[int, int] | None:
-        with runtime.db.read() as s:
-            row = s.execute(
-                select(Tenant.bandwidth_up, Tenant.bandwidth_down).where(Tenant.id == tenant_id)
-            ).first()
-        return (int(row[0]), int(row[1])) if row else None
-
-    def tenant_names() -> dict[str, str]:
-        with runtime.db.read() as s:
-            return {str(tid): str(name) for tid, name in s.execute(select(Tenant.id, Tenant.name))}
-
-    transfers = Transfers(load_limits)
-    control = ControlServer(settings.control_socket, transfers, tenant_names)
+    transfers = Transfers(runtime.accounts.bandwidth)
+    control = ControlServer(settings.control_socket, transfers, runtime.accounts.tenant_names)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -17,10 +17,9 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from allset.core.errors import InvalidInput, NotFound
+from allset.core.errors import InvalidInput
 from allset.core.paths import parse_path
 from allset.core.principal import Principal
-from allset.files import sql
 from allset.files.upload import MAX_CHUNK, commit_manifest, missing_chunks, put_chunk
 from allset.server.files_http import stored_answer
 from allset.server.rest.deps import path_after, principal, runtime
@@ -112,17 +111,7 @@ async def chunk_get(request: Request, caller: Caller, digest: str) -> Response:
     rt = runtime(request)
     digest = _digest_param(request)
 
-    def read() -> bytes:
-        rt.files._writable(caller)
-        with rt.db.read_conn() as c:
-            known = c.scalars(
-                sql.EXISTING_CHUNKS, {"tenant_id": caller.tenant_id, "hashes": [digest]}
-            ).first()
-        if known is None:
-            raise NotFound("This Client has no such chunk.")
-        return rt.store.get(caller.tenant_id, digest)
-
-    data = await run_in_threadpool(read)
+    data = await run_in_threadpool(rt.files.read_chunk, caller, digest)
     return Response(
         data,
         media_type="application/octet-stream",
