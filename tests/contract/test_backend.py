@@ -91,3 +91,20 @@ def test_local_rejects_malformed_keys(tmp_path: Path) -> None:
     for bad in ("../x/abc", "t1/../../etc", "noslash", "t1/a"):
         with pytest.raises(ValueError, match="malformed"):
             b.put(bad, b"x")
+
+
+def test_put_many_stores_each_object(backend: Backend) -> None:
+    datas = [bytes([i]) * (100 + i) for i in range(40)]
+    backend.put_many([(key(d), d) for d in datas])
+    for d in datas:
+        assert backend.get(key(d)) == d
+    backend.put_many([(key(datas[0]), memoryview(datas[0]))])  # idempotent
+    assert backend.get(key(datas[0])) == datas[0]
+    backend.put_many([])
+
+
+def test_local_put_many_leaves_no_temp_files(tmp_path: Path) -> None:
+    b = LocalBackend(tmp_path / "vol", "vol")
+    b.put_many([(key(bytes([i])), bytes([i])) for i in range(10)])
+    assert list((tmp_path / "vol" / "tmp").iterdir()) == []
+    assert len(list(b.keys())) == 10

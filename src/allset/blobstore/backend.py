@@ -30,6 +30,13 @@ class Backend(Protocol):
 
     def put(self, key: str, data: bytes | memoryview) -> None: ...
 
+    def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
+        """``put`` of each (key, data), durable for all of them when it returns; a
+        backend may share the cost of durability between them (one barrier for the
+        batch). On an error some objects may be stored and others not; each one stored
+        is complete (never a partial object)."""
+        ...
+
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...

@@ -92,6 +92,47 @@ class LocalBackend:
         # The rename itself is only durable once the containing directory is synced.
         _fsync_dir(final.parent)
 
+    def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
+        """``put`` of many objects with one durability barrier per step instead of one
+        per object: write every temp file, then fdatasync them all, then rename them
+        all, then fsync each directory touched once. The ordering argument of ``put``
+        holds for every object (its data is durable before its rename, its rename is
+        durable before we return); only the waiting is shared. Small chunks sent in
+        batches by the sync client (500 x 4 KiB) pay ~1 directory sync per fan-out
+        directory instead of 2 syncs per chunk."""
+        staged: list[tuple[Path, Path]] = []
+        fds: list[int] = []
+        try:
+            for key, data in items:
+                final = self._path(key)
+                self._ensure_dir(final.parent)
+                tmp = self._tmp / f"{_BOOT}-{next(_SEQ)}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fds.append(fd)
+                staged.append((tmp, final))
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            # Every object's data on disk before any rename publishes it (see put).
+            for fd in fds:
+                os.fdatasync(fd)
+        except BaseException:
+            for tmp, _ in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+        dirs: dict[Path, None] = {}
+        for tmp, final in staged:
+            os.replace(tmp, final)
+            dirs[final.parent] = None
+        # The renames are durable once their directories are synced; once per directory.
+        for d in dirs:
+            _fsync_dir(d)
+
     def get(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb") as f:

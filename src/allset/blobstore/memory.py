@@ -22,6 +22,10 @@ class MemoryBackend:
         with self._lock:
             self._objects[key] = (bytes(data), time.time())
 
+    def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
+        for key, data in items:
+            self.put(key, data)
+
     def get(self, key: str) -> bytes:
         with self._lock:
             try:

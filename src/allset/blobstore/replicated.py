@@ -68,6 +68,15 @@ class ReplicatedStore:
         key = chunk_key(tenant_id, digest_hex)
         return [self._pool.submit(r.put, key, data) for r in self.replicas]
 
+    def put_many(self, tenant_id: str, items: list[tuple[str, bytes | memoryview]]) -> None:
+        """Store many chunks on every replica, durable everywhere when it returns: each
+        replica writes the whole batch with shared fsyncs (``Backend.put_many``), the
+        replicas in parallel."""
+        if not items:
+            return
+        keyed = [(chunk_key(tenant_id, digest), data) for digest, data in items]
+        self.wait([self._pool.submit(r.put_many, keyed) for r in self.replicas])
+
     def wait(self, futures: list[Future[None]]) -> None:
         """Block until every replica write finished; any failure fails the whole chunk."""
         errors = []
