@@ -3,7 +3,8 @@
 Every transfer is verified end to end: ``put`` sends only the chunks the server lacks and
 compares the SHA-256 the server stored with its own; ``get`` checks every chunk and the
 whole file before the file takes its name. A mismatch is an error, never a warning.
-Synchronisation (``allset sync``) comes with the sync issue.
+``allset sync`` keeps a local folder and a server folder in agreement (``allset.sync``);
+``allset verify`` compares them by SHA-256.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from allset.client.transfer import (
 )
 from allset.core.errors import AllsetError
 from allset.core.units import parse_rate
+from allset.sync.engine import Options, SyncEngine, SyncRefused
+from allset.sync.ignore import IgnoreRules
+from allset.sync.names import Platform
+from allset.sync.progress import Reporter
+from allset.sync.remote import Remote
+from allset.sync.scanner import scan, sha256_file
+from allset.sync.state import state_path
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,6 +52,9 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except SyncRefused as exc:
+            click.echo(f"refused: {exc}", err=True)
+            sys.exit(3)
         except (profiles.ProfileError, TransferError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -256,6 +267,111 @@ def mkdir(remote: str) -> None:
             f"creating {remote}",
         )
     click.echo(f"{_remote(remote)} created")
+
+
+@main.command()
+@click.argument("local", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("remote")
+@click.option("--once", "mode", flag_value="once", default=True, help="One pass, then exit.")
+@click.option("--watch", "mode", flag_value="watch", help="Keep syncing on every change.")
+@click.option(
+    "--allow-mass-delete",
+    is_flag=True,
+    help="Go ahead when a pass would delete more than half of the synced files.",
+)
+@click.option(
+    "--reset",
+    is_flag=True,
+    help="Forget the last agreed state and merge both sides again (deletes nothing).",
+)
+@bwlimit_option
+@json_option
+@friendly
+def sync(
+    local: Path,
+    remote: str,
+    mode: str,
+    allow_mass_delete: bool,
+    reset: bool,
+    bwlimit: str | None,
+    as_json: bool,
+) -> None:
+    """Two-way sync of LOCAL with the server folder REMOTE (R-SYNC-1).
+
+    Exit status: 0 in sync, 1 error, 2 some files could not be synced (listed), 3 refused
+    (mass delete, not enough room, folder missing) with nothing changed.
+    """
+    prof = profiles.load()
+    local = local.absolute()
+    options = Options(allow_mass_delete=allow_mass_delete, limiter=_limiter(bwlimit), reset=reset)
+    reporter = Reporter(as_json=as_json)
+    state_file = state_path(profiles.config_dir(), prof.url, prof.user, local, _remote(remote))
+    with prof.client() as http:
+        engine = SyncEngine(
+            http, local, _remote(remote), state_file, options, reporter, server_id=prof.url
+        )
+        try:
+            if mode == "watch":
+                import threading
+
+                stop = threading.Event()
+                try:
+                    engine.watch(stop)
+                except KeyboardInterrupt:
+                    stop.set()
+                return
+            result = engine.run_once()
+        finally:
+            engine.close()
+    if result.outcome.errors:
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("local", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("remote")
+@json_option
+@friendly
+def verify(local: Path, remote: str, as_json: bool) -> None:
+    """Compare LOCAL and the server folder REMOTE by SHA-256; exit 1 when they differ."""
+    prof = profiles.load()
+    rules = IgnoreRules.load(local)
+    found = scan(local, {}, rules, Platform.current())
+    with prof.client() as http:
+        entries, _ = Remote(http, _remote(remote)).snapshot()
+    diffs: list[dict[str, str]] = []
+    for key in sorted(set(entries) | set(found.items)):
+        r, item = entries.get(key), found.items.get(key)
+        if r is not None and rules.ignored(key, r.kind == "dir"):
+            continue
+        if key in found.frozen:
+            continue
+        if item is None:
+            diffs.append({"path": key, "difference": "only on the server"})
+        elif r is None:
+            diffs.append({"path": key, "difference": "only here"})
+        elif r.kind != item.kind:
+            diffs.append({"path": key, "difference": f"{item.kind} here, {r.kind} on the server"})
+        elif r.kind == "file":
+            sha = sha256_file(local.joinpath(*item.local.split("/")))
+            if sha != r.sha256:
+                diffs.append(
+                    {"path": key, "difference": "content differs", "local": sha, "remote": r.sha256}
+                )
+    _out(
+        as_json,
+        {
+            "same": not diffs,
+            "differences": diffs,
+            "files": sum(1 for e in entries.values() if e.kind == "file"),
+        },
+        lambda d: (
+            "\n".join(f"{x['difference']}: {x['path']}" for x in d["differences"])
+            or f"identical: {d['files']} files match by SHA-256"
+        ),
+    )
+    if diffs:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
