@@ -269,6 +269,8 @@ class Req:
             self.url,
             json.dumps(self.json, ensure_ascii=False),
             *self.headers.values(),
+            # binary bodies (chunk frames) carry digests as raw bytes: their hex is sent too
+            self.content.hex() if self.content else "",
         ]
         return "\n".join(parts)
 
@@ -501,6 +503,65 @@ def probes_manifest(w: AliceWorld) -> list[Probe]:
     return path_probes(w, object_paths(w), "manifest", lambda p: Req("GET", url_of("manifest", p)))
 
 
+def frames_of(chunks: list[tuple[str, bytes]]) -> bytes:
+    """The batch chunk format: 32-byte SHA-256, 4-byte big-endian length, bytes."""
+    return b"".join(bytes.fromhex(h) + len(c).to_bytes(4, "big") + c for h, c in chunks)
+
+
+def probes_chunks_batch(w: AliceWorld) -> list[Probe]:
+    """A frame named by Alice's chunk but holding other bytes is refused exactly as one
+    named by an unknown chunk: Alice having it neither makes it pass nor changes the
+    answer. (Sending the right bytes is Bob's own business, as PUT /chunks probes show;
+    not done here, since those chunks would then make Bob's /commit probes succeed.)"""
+    return [
+        Probe(
+            f"batch chunk {h[:12]}",
+            lambda v: Req(
+                "POST", f"{API}/chunks/batch", content=frames_of([(v, b"not these bytes")])
+            ),
+            h,
+            fake_chunk()[0],
+            400,
+        )
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_chunks_fetch(w: AliceWorld) -> list[Probe]:
+    return [
+        Probe(
+            f"fetch chunk {h[:12]}",
+            lambda v: Req("POST", f"{API}/chunks/fetch", json={"chunks": [v]}),
+            h,
+            fake_chunk()[0],
+        )
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_commit_batch(w: AliceWorld) -> list[Probe]:
+    """Each item naming Alice's chunks fails as one naming unknown chunks (the batch
+    itself answers 200 with one result per item)."""
+    return [
+        Probe(
+            f"commit batch {h[:12]}",
+            lambda v: Req(
+                "POST",
+                f"{API}/commit/batch",
+                json={"files": [{"path": "/bob-stolen.bin", "sha256": v, "chunks": [v]}]},
+            ),
+            h,
+            fake_chunk()[0],
+            200,
+        )
+        for h, _ in alice_chunks(w)
+    ]
+
+
+def probes_snapshot(w: AliceWorld) -> list[Probe]:
+    return path_probes(w, object_paths(w), "snapshot", lambda p: Req("GET", url_of("snapshot", p)))
+
+
 # Routes without any identifier: Bob's own things. Each returns requests to send as Bob.
 OwnCall = Callable[[TestClient, Account], list[tuple[Req, tuple[str, str] | None]]]
 
@@ -565,6 +626,16 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/chunks/missing"): Route(probes=probes_chunks_missing),
     ("POST", "/commit"): Route(probes=probes_commit),
     ("GET", "/manifest/{path}"): Route(probes=probes_manifest),
+    ("POST", "/chunks/batch"): Route(probes=probes_chunks_batch),
+    ("POST", "/chunks/fetch"): Route(probes=probes_chunks_fetch),
+    ("POST", "/commit/batch"): Route(probes=probes_commit_batch),
+    ("GET", "/snapshot/{path}"): Route(probes=probes_snapshot, own=own_simple("GET", "/snapshot/")),
+    ("GET", "/changes"): Route(
+        own=lambda c, b: [
+            (Req("GET", f"{API}/changes"), b.auth),
+            (Req("GET", f"{API}/changes?since=0&limit=5000"), b.auth),
+        ]
+    ),
 }
 
 

@@ -14,7 +14,7 @@ a lock hands over at once. The busy timeout still covers other processes (the CL
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,20 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CHANGED = "allset.changed_tenants"
+"""Key in a connection's ``info`` of the Clients whose tree a write transaction changed;
+see ``mark_changed`` and ``Database.on_commit``."""
+
+
+def mark_changed(conn: Connection, tenant_id: str) -> None:
+    """Note that this transaction changed ``tenant_id``'s tree: once it commits, the
+    ``Database.on_commit`` listeners hear of it (change feed long-polls wake up)."""
+    conn.info.setdefault(CHANGED, set()).add(tenant_id)
+
+
+def _take_changed(conn: Connection) -> set[str]:
+    changed: set[str] = conn.info.pop(CHANGED, None) or set()
+    return changed
 
 
 def normalise_url(url: str) -> str:
@@ -80,16 +94,26 @@ class Database:
         self._writer_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        # Called after a write transaction that marked Clients as changed has committed
+        # (never before: a woken reader must find the change). Set by files/.
+        self.on_commit: list[Callable[[set[str]], None]] = []
+
+    def _committed(self, changed: set[str]) -> None:
+        for listener in self.on_commit:
+            listener(changed)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A read-write transaction, committed on success and rolled back on error."""
-        with (
-            self._writer_lock or nullcontext(),
-            self._write() as session,
-            session.begin(),
-        ):
+        changed: set[str] = set()
+        with self._writer_lock or nullcontext(), self._write() as session, session.begin():
+            # ``info`` lives with the pooled DBAPI connection: forget what a failed
+            # transaction on it marked before.
+            _take_changed(session.connection())
             yield session
+            changed = _take_changed(session.connection())
+        if changed:
+            self._committed(changed)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -100,13 +124,34 @@ class Database:
     def write_conn(self) -> Iterator[Connection]:
         """As ``write()`` but a bare Core connection: for hot paths where the ORM's
         bookkeeping cost more than the statements themselves (see files/sql.py)."""
-        with self._writer_lock or nullcontext(), self.engine.connect() as conn, conn.begin():
-            yield conn
+        changed: set[str] = set()
+        with self._writer_lock or nullcontext(), self.engine.connect() as conn:
+            _take_changed(conn)  # what a failed transaction on this connection marked
+            with conn.begin():
+                yield conn
+            changed = _take_changed(conn)
+        if changed:
+            self._committed(changed)
 
     @contextmanager
     def read_conn(self) -> Iterator[Connection]:
         with self.read_engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def consistent_read_conn(self) -> Iterator[Connection]:
+        """A read transaction in which every statement sees the same committed state
+        (a snapshot plus the change-feed cursor read beside it must agree). SQLite's
+        WAL readers already do; PostgreSQL's default READ COMMITTED takes a new snapshot
+        per statement, so ask for REPEATABLE READ."""
+        with self.read_engine.connect() as plain:
+            conn = (
+                plain
+                if self.is_sqlite
+                else plain.execution_options(isolation_level="REPEATABLE READ")
+            )
+            with conn.begin():
+                yield conn
 
     def insert(self, table: Any) -> Any:
         """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both engines."""

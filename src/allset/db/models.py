@@ -244,13 +244,16 @@ class Event(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    tenant_id: Mapped[str | None] = mapped_column(ID, nullable=True, index=True)
+    tenant_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str] = mapped_column(String(400), default="")
     kind: Mapped[str] = mapped_column(String(40))
     node_id: Mapped[str] = mapped_column(ID, default="")
     path: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The change feed reads "this Client's events after id N, in id order" (R-SYNC-1);
+    # (tenant_id, id) answers it and MAX(id) per Client from the index alone.
+    __table_args__ = (Index("ix_events_tenant_seq", "tenant_id", "id"),)
 
 
 class Setting(Base):

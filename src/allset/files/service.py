@@ -28,6 +28,7 @@ from allset.db.engine import Database
 from allset.db.models import Event, Node, NodeProperty, Version, VersionChunk, utcnow
 from allset.files import sql
 from allset.files.entries import ChunkRef, Entry, Readable
+from allset.files.events import ChangeNotifier
 from allset.files.leases import ChunkLeases
 
 log = logging.getLogger("allset.files")
@@ -97,6 +98,9 @@ class FileService:
         self.leases = leases
         self.retention = timedelta(days=retention_days)
         self._roots: dict[str, str] = {}
+        # Wakes change-feed long-polls once a transaction that changed a tree commits.
+        self.changes = ChangeNotifier()
+        db.on_commit.append(self.changes.notify)
 
     # ---- tree walking --------------------------------------------------------------
     def _root_id(self, conn: Connection, tenant_id: str) -> str:
@@ -155,6 +159,58 @@ class FileService:
     def lookup_dir(self, conn: Connection, tenant_id: str, path: RemotePath) -> Row[Any]:
         """``_need_dir`` for Core callers: the folder's row, or the same 409."""
         return _folder_or_conflict(self.lookup(conn, tenant_id, path), path)
+
+    def ensure_dir(self, conn: Connection, p: Principal, path: RemotePath) -> Row[Any]:
+        """The folder at ``path``, creating missing ones (Core, inside the caller's write
+        transaction): ``mkdir -p`` for commits with ``parents``. A file in the way is
+        a 409. Each folder made is a ``mkdir`` event, like ``mkdir``'s."""
+        found = self.lookup(conn, p.tenant_id, path)
+        if found is not None:
+            return _folder_or_conflict(found, path)
+        node = self.lookup(conn, p.tenant_id, RemotePath(()))
+        assert node is not None
+        for i, part in enumerate(path.parts):
+            here = RemotePath(path.parts[: i + 1])
+            child = sql.child(conn, p.tenant_id, node.id, part)
+            if child is None:
+                now = utcnow()
+                node_id = new_id()
+                conn.execute(
+                    sql.INSERT_NODE,
+                    {
+                        "id": node_id,
+                        "tenant_id": p.tenant_id,
+                        "parent_id": node.id,
+                        "name": part,
+                        "kind": "dir",
+                        "version_id": None,
+                        "size": 0,
+                        "sha256": "",
+                        "mtime": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "trashed_at": None,
+                        "trashed_path": "",
+                        "trashed_by": "",
+                    },
+                )
+                sql.touch(conn, node.id, now)
+                sql.record_event(
+                    conn,
+                    tenant_id=p.tenant_id,
+                    actor=p.email,
+                    kind="mkdir",
+                    node_id=node_id,
+                    path=str(here),
+                    detail={},
+                    now=now,
+                )
+                child = sql.child(conn, p.tenant_id, node.id, part)
+                assert child is not None
+            elif child.kind != "dir":
+                raise Conflict(f"{here} is a file, not a folder.")
+            node = child
+        return node
 
     def _path_of(self, s: Session, node: Node) -> RemotePath:
         parts: list[str] = []

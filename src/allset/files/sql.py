@@ -25,12 +25,14 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from allset.core.ids import new_id
+from allset.db.engine import mark_changed
 from allset.db.models import (
     Chunk,
     Event,
@@ -226,6 +228,10 @@ def record_event(
     detail: dict[str, Any],
     now: datetime | None = None,
 ) -> None:
+    """Append to the Client's change feed (R-SYNC-1); after the transaction commits,
+    long-polling readers of this Client are woken (``mark_changed``)."""
+    lock_feed(conn, tenant_id)
+    mark_changed(conn, tenant_id)
     conn.execute(
         _INSERT_EVENT,
         {
@@ -238,6 +244,22 @@ def record_event(
             "at": now or utcnow(),
         },
     )
+
+
+_FEED_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+
+
+def lock_feed(conn: Connection, tenant_id: str) -> None:
+    """PostgreSQL only: one writer of a Client's events at a time, until commit.
+
+    The feed's cursor is an event id (R-SYNC-1), so a Client's events must become
+    visible in id order. PostgreSQL hands out sequence values at INSERT but makes rows
+    visible at COMMIT: two transactions could commit ids 11 then 10, and a reader that
+    saw 11 would move its cursor past 10 forever. Holding this lock from the event's
+    INSERT to COMMIT makes id order and commit order the same for each Client. SQLite
+    already has a single writer. Re-entrant within a transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_FEED_LOCK, {"key": "allset.feed." + tenant_id})
 
 
 # ---- chunks and quota (the upload's commit) ------------------------------------------
@@ -271,6 +293,11 @@ EXISTING_CHUNKS = select(CHUNKS.c.hash).where(
     CHUNKS.c.tenant_id == bindparam("tenant_id"),
     CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),
 )
+CHUNK_SIZES = select(CHUNKS.c.hash, CHUNKS.c.size).where(
+    CHUNKS.c.tenant_id == bindparam("tenant_id"),
+    CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),
+)
+"""(hash, size) of those of the chunks this Client has: the batch download's check."""
 CHARGE = (
     update(TENANTS)
     .where(

@@ -20,8 +20,9 @@ import os
 from collections import deque
 from concurrent.futures import Future
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import OperationalError
 
@@ -31,6 +32,7 @@ from allset.core.errors import (
     Conflict,
     DigestMismatch,
     InvalidInput,
+    PreconditionFailed,
     QuotaExceeded,
     StorageUnavailable,
 )
@@ -95,6 +97,8 @@ class Upload:
         expected_sha256: str | None = None,
         reserved: int = 0,
         credit: int = 0,
+        if_absent: bool = False,
+        parents: bool = False,
     ) -> None:
         self.svc = svc
         self.p = principal
@@ -104,6 +108,11 @@ class Upload:
         self.mtime = mtime
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256
+        # if_absent: refuse (412) if anything, file or folder, is at the path at commit;
+        # parents: create missing parent folders in the commit's transaction.
+        self.if_absent = if_absent
+        self.parents = parents
+        self.parent_row: Row[Any] | None = None  # the folder found by ``apply``
         self.size = 0
         self._hash = hashlib.sha256()
         self._chunker = StreamChunker()
@@ -230,24 +239,30 @@ class Upload:
             self._drain_hashed(0)
             while self._pending:  # every chunk durable on every replica before the commit
                 self._settle_one()
-            sha = self._whole_digest()
-            if self.expected_size is not None and self.size != self.expected_size:
-                raise DigestMismatch(
-                    f"Received {self.size} bytes but {self.expected_size} were announced; "
-                    "the upload was incomplete and nothing was stored.",
-                    received_bytes=self.size,
-                )
-            if self.expected_sha256 is not None and sha != self.expected_sha256:
-                raise DigestMismatch(
-                    "The content does not match the SHA-256 you sent; nothing was stored.",
-                    received_sha256=sha,
-                )
+            sha = self.verified_digest()
             result = self._commit_with_retry(sha)
         except BaseException:
             self.abort()
             raise
         self._release(delete_unused=False)
         return result
+
+    def verified_digest(self) -> str:
+        """The whole content's SHA-256, once it is checked against what the sender
+        announced (size and SHA-256): DigestMismatch otherwise."""
+        sha = self._whole_digest()
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise DigestMismatch(
+                f"Received {self.size} bytes but {self.expected_size} were announced; "
+                "the upload was incomplete and nothing was stored.",
+                received_bytes=self.size,
+            )
+        if self.expected_sha256 is not None and sha != self.expected_sha256:
+            raise DigestMismatch(
+                "The content does not match the SHA-256 you sent; nothing was stored.",
+                received_sha256=sha,
+            )
+        return sha
 
     def _commit_with_retry(self, sha: str) -> tuple[Entry, bool]:
         """Two first uploads to one path race on the unique (parent, name) index; the loser
@@ -264,107 +279,135 @@ class Upload:
         raise AssertionError("unreachable")
 
     def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
+        with self.svc.db.write_conn() as c:
+            return self.apply(c, sha)
+
+    def apply(
+        self, c: Connection, sha: str, parent: Row[Any] | None = None, touch: bool = True
+    ) -> tuple[Entry, bool]:
+        """The commit's statements on a write transaction the caller holds (its own, or
+        a savepoint in a batch's): quota charge, chunk rows, node, version, event.
+
+        A batch passes ``parent`` when an earlier item of the same transaction already
+        found that folder, and ``touch=False`` when it already updated its mtime: two
+        statements fewer per file, in a loop where statements are the cost."""
         svc, p, rp, tenant = self.svc, self.p, self.path, self.tenant
         mtime = self.mtime or utcnow()
-        with svc.db.write_conn() as c:
-            parent = svc.lookup_dir(c, tenant, rp.parent)
-            node = sql.child(c, tenant, parent.id, rp.name)
-            if node is not None and node.kind != "file":
-                raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
-            check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
-            # Which of our chunks are new to this Client? Only those are charged.
-            digests = list(self._leased)
-            existing: set[str] = set()
-            for i in range(0, len(digests), 500):
-                existing.update(
-                    c.scalars(
-                        sql.EXISTING_CHUNKS, {"tenant_id": tenant, "hashes": digests[i : i + 500]}
-                    )
-                )
-            # Sorted: concurrent commits then take row locks in the same order (no deadlock).
-            new = sorted(d for d in digests if d not in existing)
-            for d in new:
-                if d not in self._written and not svc.store.has_all(tenant, d):
-                    raise StorageUnavailable("A chunk vanished during the upload; send it again.")
-            now = utcnow()
-            if new:
-                # A concurrent upload of the same bytes may insert the same rows between our
-                # SELECT and here (PostgreSQL, READ COMMITTED): insert-or-ignore, and charge
-                # only for the rows this transaction really added.
-                added: set[str] = set()
-                insert_chunks = sql.insert_new_chunks(svc.db.is_sqlite)
-                for i in range(0, len(new), 500):
-                    rows = [
-                        {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
-                        for d in new[i : i + 500]
-                    ]
-                    added.update(c.scalars(insert_chunks, rows))
-                new = [d for d in new if d in added]
-            charge = sum(self._leased[d] for d in new)
-            if charge:
-                done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
-                if done.rowcount != 1:
-                    used, quota, _ = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
-                    raise quota_error(used, quota, charge)
-            created = node is None
-            if node is None:
-                node_id, created_at, previous = new_id(), now, None
-                c.execute(
-                    sql.INSERT_NODE,
-                    {
-                        "id": node_id,
-                        "tenant_id": tenant,
-                        "parent_id": parent.id,
-                        "name": rp.name,
-                        "kind": "file",
-                        "version_id": None,
-                        "size": 0,
-                        "sha256": "",
-                        "mtime": mtime,
-                        "created_at": now,
-                        "updated_at": now,
-                        "trashed_at": None,
-                        "trashed_path": "",
-                        "trashed_by": "",
-                    },
-                )
+        if parent is None:
+            if self.parents:
+                parent = svc.ensure_dir(c, p, rp.parent)
             else:
-                node_id, created_at, previous = node.id, node.created_at, node.version_id
-            vid = sql.new_version(
-                c,
-                tenant_id=tenant,
-                actor_id=p.id,
-                node_id=node_id,
-                previous=previous,
-                size=self.size,
-                sha256=sha,
-                mtime=mtime,
-                refs=self._refs,
-                now=now,
+                parent = svc.lookup_dir(c, tenant, rp.parent)
+        self.parent_row = parent
+        node = sql.child(c, tenant, parent.id, rp.name)
+        if node is not None and self.if_absent:
+            raise PreconditionFailed(
+                f"Something already exists at {rp} (if_absent): it was created "
+                "elsewhere; nothing was overwritten.",
+                current_etag=_entry(node, rp).etag,
             )
+        if node is not None and node.kind != "file":
+            raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
+        check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
+        # Which of our chunks are new to this Client? Only those are charged.
+        digests = list(self._leased)
+        existing: set[str] = set()
+        for i in range(0, len(digests), 500):
+            existing.update(
+                c.scalars(
+                    sql.EXISTING_CHUNKS, {"tenant_id": tenant, "hashes": digests[i : i + 500]}
+                )
+            )
+        # Sorted: concurrent commits then take row locks in the same order (no deadlock).
+        new = sorted(d for d in digests if d not in existing)
+        for d in new:
+            if d not in self._written and not svc.store.has_all(tenant, d):
+                raise StorageUnavailable("A chunk vanished during the upload; send it again.")
+        now = utcnow()
+        if new:
+            # A concurrent upload of the same bytes may insert the same rows between our
+            # SELECT and here (PostgreSQL, READ COMMITTED): insert-or-ignore, and charge
+            # only for the rows this transaction really added.
+            added: set[str] = set()
+            insert_chunks = sql.insert_new_chunks(svc.db.is_sqlite)
+            for i in range(0, len(new), 500):
+                rows = [
+                    {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
+                    for d in new[i : i + 500]
+                ]
+                added.update(c.scalars(insert_chunks, rows))
+            new = [d for d in new if d in added]
+        charge = sum(self._leased[d] for d in new)
+        if charge:
+            done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
+            if done.rowcount != 1:
+                used, quota, _ = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
+                raise quota_error(used, quota, charge)
+        created = node is None
+        if node is None:
+            node_id, created_at, previous = new_id(), now, None
+            c.execute(
+                sql.INSERT_NODE,
+                {
+                    "id": node_id,
+                    "tenant_id": tenant,
+                    "parent_id": parent.id,
+                    "name": rp.name,
+                    "kind": "file",
+                    "version_id": None,
+                    "size": 0,
+                    "sha256": "",
+                    "mtime": mtime,
+                    "created_at": now,
+                    "updated_at": now,
+                    "trashed_at": None,
+                    "trashed_path": "",
+                    "trashed_by": "",
+                },
+            )
+        else:
+            node_id, created_at, previous = node.id, node.created_at, node.version_id
+        vid = sql.new_version(
+            c,
+            tenant_id=tenant,
+            actor_id=p.id,
+            node_id=node_id,
+            previous=previous,
+            size=self.size,
+            sha256=sha,
+            mtime=mtime,
+            refs=self._refs,
+            now=now,
+        )
+        if touch:
             sql.touch(c, parent.id, now)
-            sql.record_event(
-                c,
-                tenant_id=tenant,
-                actor=p.email,
-                kind="put",
-                node_id=node_id,
-                path=str(rp),
-                detail={"size": self.size, "sha256": sha, "version": vid},
-                now=now,
-            )
-            entry = Entry(
-                id=node_id,
-                name=rp.name,
-                path=str(rp),
-                kind="file",
-                size=self.size,
-                sha256=sha,
-                mtime=mtime,
-                created_at=created_at,
-                version=vid,
-            )
-            return entry, created
+        sql.record_event(
+            c,
+            tenant_id=tenant,
+            actor=p.email,
+            kind="put",
+            node_id=node_id,
+            path=str(rp),
+            detail={"size": self.size, "sha256": sha, "version": vid},
+            now=now,
+        )
+        entry = Entry(
+            id=node_id,
+            name=rp.name,
+            path=str(rp),
+            kind="file",
+            size=self.size,
+            sha256=sha,
+            mtime=mtime,
+            created_at=created_at,
+            version=vid,
+        )
+        return entry, created
+
+    def finish(self) -> None:
+        """Let go of the chunks' leases after ``apply`` committed (batch commits)."""
+        if not self._done:
+            self._release(delete_unused=False)
 
     def abort(self) -> None:
         """Forget the upload; chunks only it wrote are deleted now (nothing stays stored)."""
@@ -405,8 +448,17 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
     if path.is_root:
         raise Conflict("The root folder cannot be replaced by a file.")
     with svc.db.read_conn() as c:
-        parent = svc.lookup_dir(c, p.tenant_id, path.parent)
-        node = sql.child(c, p.tenant_id, parent.id, path.name)
+        if kw.get("parents"):  # missing folders are made at commit; a file in the way is 409
+            found = svc.lookup(c, p.tenant_id, path.parent)
+            parent = found if found is not None and found.kind == "dir" else None
+        else:
+            parent = svc.lookup_dir(c, p.tenant_id, path.parent)
+        node = sql.child(c, p.tenant_id, parent.id, path.name) if parent is not None else None
+        if node is not None and kw.get("if_absent"):
+            raise PreconditionFailed(
+                f"Something already exists at {path} (if_absent); nothing was overwritten.",
+                current_etag=_entry(node, path).etag,
+            )
         if node is not None and node.kind != "file":
             raise Conflict(f"{path} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(
@@ -461,6 +513,8 @@ def commit_manifest(
     size: int | None = None,
     base_version: str | None = None,
     mtime: datetime | None = None,
+    if_absent: bool = False,
+    parents: bool = False,
 ) -> tuple[Entry, bool]:
     """The chunk protocol's commit: a new version made of chunks the Client already has
     (stored before, or just sent with ``put_chunk``), in order.
@@ -469,6 +523,9 @@ def commit_manifest(
     only if it really is the ``sha256`` the client announced (R-STORE-7), whatever the
     client did. ``base_version`` (the version the client's change started from) must
     still be current, or 412: a concurrent change is never overwritten silently.
+    ``if_absent``: 412 if anything exists at ``path`` (the client believes it creates
+    a new file; a concurrent creation elsewhere must not be overwritten). ``parents``:
+    missing parent folders are created in the same transaction.
     """
     if not chunks and sha256 != hashlib.sha256(b"").hexdigest():
         raise InvalidInput("An empty chunk list is an empty file; its sha256 must match.")
@@ -479,6 +536,8 @@ def commit_manifest(
         if_match=f'"{base_version}"' if base_version else None,
         mtime=mtime,
         expected_sha256=sha256,
+        if_absent=if_absent,
+        parents=parents,
     )
     # Checked at commit, not reserved up front: most chunks are usually known already,
     # and the commit charges exactly the new ones, atomically.

@@ -33,6 +33,19 @@ def problem_response(
     )
 
 
+def problem_body(exc: AllsetError) -> dict[str, Any]:
+    """The problem+json members of an error, for answers that carry several (a batch
+    commit's per-item results)."""
+    body: dict[str, Any] = {
+        "status": exc.status,
+        "type": PROBLEM_BASE + exc.slug,
+        "title": exc.title,
+        "detail": exc.detail,
+    }
+    body.update({k: v for k, v in exc.extra.items() if v is not None and k not in body})
+    return body
+
+
 def from_error(exc: AllsetError) -> Response:
     resp = problem_response(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
     if isinstance(exc, TooManyAttempts):
