@@ -4,13 +4,13 @@ cursor, so it never walks the tree folder by folder.
 
 One query reads the Client's live nodes (a few columns each), and the paths are built
 in Python from parent links: a query per folder would cost 10,000 round trips on a
-tree of 10,000 folders, this costs one, about 0.3 s for 100,000 nodes.
+tree of 10,000 folders, this costs one: 100,000 nodes in about 0.7 s on SQLite here
+(half of it the driver fetching rows and converting their timestamps).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
@@ -47,10 +47,6 @@ class Snapshot:
     entries: list[dict[str, Any]]
 
 
-def _iso(t: datetime) -> str:
-    return t.isoformat()
-
-
 def take_snapshot(svc: FileService, p: Principal, path: RemotePath) -> Snapshot:
     """Every live descendant of the folder ``path`` (recursive), with paths relative to
     it, sorted by path; and ``cursor``, the Client's latest tree event id read in the
@@ -68,30 +64,33 @@ def take_snapshot(svc: FileService, p: Principal, path: RemotePath) -> Snapshot:
         if top.kind != "dir":
             raise Conflict(f"{path} is a file; a snapshot is of a folder.", is_folder=False)
         rows = c.execute(_LIVE_NODES, {"tenant_id": p.tenant_id}).all()
-    children: dict[str, list[Any]] = {}
-    for r in rows:
-        if r.parent_id is not None:
-            children.setdefault(r.parent_id, []).append(r)
+    # Plain tuples, unpacked by position: named access on 100,000 rows costs more than
+    # the query.
+    children: dict[str, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        t = tuple(row)
+        if t[1] is not None:
+            children.setdefault(t[1], []).append(t)
     entries: list[dict[str, Any]] = []
     stack: list[tuple[str, str, int]] = [(top.id, "", 0)]
     while stack:
-        node_id, prefix, depth = stack.pop()
+        parent_id, prefix, depth = stack.pop()
         if depth > MAX_DEPTH:
             continue
-        for r in children.get(node_id, ()):
-            rel = prefix + r.name
-            if r.kind == "dir":
-                entries.append({"path": rel, "type": "folder", "mtime": _iso(r.mtime)})
-                stack.append((r.id, rel + "/", depth + 1))
+        for node_id, _, name, kind, size, sha256, version_id, mtime in children.get(parent_id, ()):
+            rel = prefix + name
+            if kind == "dir":
+                entries.append({"path": rel, "type": "folder", "mtime": mtime.isoformat()})
+                stack.append((node_id, rel + "/", depth + 1))
             else:
                 entries.append(
                     {
                         "path": rel,
                         "type": "file",
-                        "size": r.size,
-                        "sha256": r.sha256,
-                        "version": r.version_id or "",
-                        "mtime": _iso(r.mtime),
+                        "size": size,
+                        "sha256": sha256,
+                        "version": version_id or "",
+                        "mtime": mtime.isoformat(),
                     }
                 )
     entries.sort(key=lambda e: e["path"])
