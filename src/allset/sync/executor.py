@@ -38,7 +38,7 @@ from allset.sync.remote import COMMIT_BATCH, FETCH_BYTES, Remote
 from allset.sync.scanner import LocalItem
 from allset.sync.state import BaseEntry, State
 
-BATCH_BYTES = 64 << 20  # of file data planned per upload batch
+BATCH_BYTES = 16 << 20  # of file data per upload batch: what a kill -9 may cost again
 
 
 @dataclass
