@@ -883,3 +883,30 @@ def test_line_feed_in_a_name_is_handled_consistently(client: TestClient, alice: 
     assert client.get(f"{API}/files/a%0Ab.txt", auth=auth).content == b"x"
     assert client.get(f"{API}/tree/line%0Afeed", auth=auth).status_code == 200
     assert client.delete(f"{API}/files/line%0Afeed", auth=auth).status_code == 204
+
+
+def test_transaction_lost_to_a_concurrent_one_is_503_not_500() -> None:
+    """PostgreSQL aborts one of two deadlocked transactions (SQLSTATE 40P01); the request
+    that lost is told to retry (503 + Retry-After), never a 500."""
+    import asyncio
+
+    from sqlalchemy.exc import OperationalError
+    from starlette.requests import Request
+
+    from allset.server.app import _database_error
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    exc = OperationalError("UPDATE nodes ...", {}, Deadlock("deadlock detected"))
+    request = Request({"type": "http", "method": "PUT", "path": "/", "headers": []})
+    resp = asyncio.run(_database_error(request, exc))
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert resp.headers["content-type"] == "application/problem+json"
+
+    class Other(Exception):
+        sqlstate = "53100"  # disk full: a real failure, not a retry
+
+    other = OperationalError("INSERT ...", {}, Other("no space"))
+    with pytest.raises(OperationalError):
+        asyncio.run(_database_error(request, other))

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -51,6 +52,27 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return problem_response(500, "Internal error", "The server failed; the error was logged.")
 
 
+def _busy(exc: OperationalError) -> bool:
+    """PostgreSQL gave up on this transaction because of a concurrent one (deadlock or
+    serialization failure): nothing was written, and the same request will succeed."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001")
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OperationalError)
+    if not _busy(exc):
+        raise exc  # a real failure: the generic 500 path logs it with its traceback
+    log.warning("transaction lost to a concurrent one; answered 503: %s", exc.orig)
+    resp = problem_response(
+        503,
+        "Busy",
+        "A concurrent change to the same files won; nothing was changed. Send the request again.",
+        "busy",
+    )
+    resp.headers["Retry-After"] = "1"
+    return resp
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -85,6 +107,7 @@ HANDLERS: dict[Any, Any] = {
     AllsetError: _allset_error,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
+    OperationalError: _database_error,
     Exception: _internal_error,
 }
 
