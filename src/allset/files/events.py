@@ -173,10 +173,13 @@ async def long_poll(
     tenant_id: str,
     fetch: Callable[[], Awaitable[Feed]],
     wait: float,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> Feed:
     """``fetch`` until it returns changes or ``wait`` seconds have passed; between
     fetches, sleep until this process commits a change for the Client, or at most
-    ``RECHECK_SECONDS`` (changes by other processes). Bounded by the deadline."""
+    ``RECHECK_SECONDS`` (changes by other processes). Bounded by the deadline, and ends
+    early when ``gone()`` says the client hung up (a stopped sync must not hold a request
+    — and a server shutdown — for the rest of its wait)."""
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidInput(f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
     deadline = time.monotonic() + wait
@@ -185,7 +188,7 @@ async def long_poll(
         try:
             feed = await fetch()
             left = deadline - time.monotonic()
-            if feed.changes or left <= 0:
+            if feed.changes or left <= 0 or (gone is not None and await gone()):
                 return feed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(w.event.wait(), timeout=min(RECHECK_SECONDS, left))

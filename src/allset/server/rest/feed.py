@@ -54,7 +54,9 @@ async def changes(
     if since is None or wait == 0:
         feed = await fetch()
     else:
-        feed = await long_poll(rt.files.changes, caller.tenant_id, fetch, wait)
+        feed = await long_poll(
+            rt.files.changes, caller.tenant_id, fetch, wait, request.is_disconnected
+        )
     return JSONResponse(
         {
             "cursor": feed.cursor,
