@@ -4,6 +4,7 @@ upload and download, batch commit — through the whole app, on SQLite and Postg
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -207,6 +208,12 @@ def test_snapshot_contents_and_cursor(http: TestClient, bob: Account) -> None:
     assert r.status_code == 200, r.text
     snap = r.json()
     assert snap["path"] == "/S"
+    # the same, streamed one entry per line for clients with big trees (NDJSON)
+    streamed = http.get(f"{API}/snapshot/S", headers={"Accept": "application/x-ndjson"})
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    head, *lines = [json.loads(line) for line in streamed.text.splitlines()]
+    assert head == {"path": "/S", "cursor": snap["cursor"]}
+    assert lines == snap["entries"]
     paths = [e["path"] for e in snap["entries"]]
     assert paths == ["a.txt", "sub", "sub/b.txt", "sub/deep"]
     by_path = {e["path"]: e for e in snap["entries"]}

@@ -31,7 +31,7 @@ from allset.sync.names import Platform
 from allset.sync.planner import Plan, needs_hash, plan
 from allset.sync.progress import Reporter
 from allset.sync.remote import Remote
-from allset.sync.scanner import Scan, scan, sha256_file
+from allset.sync.scanner import RACY_NS, LocalItem, Scan, scan, sha256_file, trusted
 from allset.sync.state import BaseEntry, RemoteEntry, State
 
 MASS_DELETE_MIN = 20
@@ -136,8 +136,9 @@ class SyncEngine:
         marker.write_text(json.dumps(data), encoding="utf-8")
 
     # ---- the server's side ------------------------------------------------------------
-    def remote_state(self) -> dict[str, RemoteEntry]:
-        """The cache when the feed has nothing for us after its cursor; else a snapshot."""
+    def refresh_remote(self) -> None:
+        """Bring the remote cache up to date: kept when the feed has nothing for us after
+        its cursor, else replaced by a snapshot."""
         cursor = self.state.meta("cursor")
         if cursor:
             since = int(cursor)
@@ -149,19 +150,24 @@ class SyncEngine:
                     break
             if not relevant:
                 self.state.put_meta("cursor", str(since))
-                return self.state.load_remote()
-        entries, cursor_now = self.remote.snapshot()
-        self.state.replace_remote(entries, cursor_now)
-        return entries
+                return
+        self.state.replace_remote(self.remote.snapshot_into)
 
     # ---- one pass ------------------------------------------------------------------------
     def run_once(self) -> PassResult:
         started = time.monotonic()
         self._check_folders()
         rules = IgnoreRules.load(self.root)
-        base = self.state.load_base()
-        remote = self.remote_state()
-        local = scan(self.root, base, rules, self.options.platform)
+        self.refresh_remote()
+        self.state.begin_scan()
+        local = scan(
+            self.root,
+            self.state.load_aliases(),
+            rules,
+            self.options.platform,
+            sink=self.state.add_seen,
+        )
+        base, remote = self._changes(local)
         self._hash(local, base, remote)
         now = datetime.now().astimezone()
         the_plan = plan(
@@ -174,8 +180,8 @@ class SyncEngine:
             host=self.options.host,
         )
         self._notices(the_plan)
-        self._guard_deletes(the_plan, base)
-        self._guard_space(local, remote, rules)
+        self._guard_deletes(the_plan)
+        self._guard_space(local)
         for p in local.partials:  # our own leftovers from an interrupted download
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -184,11 +190,7 @@ class SyncEngine:
         try:
             executor = Executor(self.root, self.remote, self.state, self.report, rules)
             aliases = self._aliases(the_plan, local)
-            sources = {
-                i.sha256: self.root.joinpath(*i.local.split("/"))
-                for i in local.items.values()
-                if i.kind == "file" and i.sha256
-            }
+            sources = self._sources(the_plan, local)
             outcome = executor.run(the_plan, aliases, sources)
         finally:
             self.report.stop()
@@ -207,6 +209,36 @@ class SyncEngine:
             seconds=round(seconds, 3),
         )
         return PassResult(outcome, the_plan, seconds)
+
+    def _changes(self, local: Scan) -> tuple[dict[str, BaseEntry], dict[str, RemoteEntry]]:
+        """Load base, remote and local entries of the keys that changed (and their
+        neighbourhood, see ``State.changed_keys``) — nothing else comes into memory."""
+        keys = self.state.changed_keys(RACY_NS)
+        if self.options.platform.case_insensitive:
+            # a name arriving in a folder must be compared with all the names there
+            new_parents = {k.rpartition("/")[0] for k in keys}
+            keys |= self.state.siblings(new_parents)
+        base, remote, rows = self.state.load_for(keys)
+        for key, spelled, kind, size, mtime_ns, inode in rows:
+            item = LocalItem(kind, spelled, size, mtime_ns, inode)
+            if trusted(item, base.get(key)):
+                item.sha256 = base[key].sha256
+            local.items[key] = item
+        return base, remote
+
+    def _sources(self, the_plan: Plan, local: Scan) -> dict[str, Path]:
+        """SHA-256 -> a local file with that content, for the downloads of this plan."""
+        wanted = {d.remote.sha256 for d in the_plan.downloads}
+        if not wanted:
+            return {}
+        found = {
+            i.sha256: i.local
+            for i in local.items.values()
+            if i.kind == "file" and i.sha256 in wanted
+        }
+        for sha, spelled in self.state.local_sources(wanted - set(found), RACY_NS).items():
+            found[sha] = spelled
+        return {sha: self.root.joinpath(*p.split("/")) for sha, p in found.items()}
 
     def _aliases(self, the_plan: Plan, local: Scan) -> dict[str, str | None]:
         """The local spelling of every key this pass may record, when not the default."""
@@ -243,8 +275,8 @@ class SyncEngine:
             if self.state.first_report(key, message):
                 self.report.event("notice", path=key, message=message)
 
-    def _guard_deletes(self, the_plan: Plan, base: dict[str, BaseEntry]) -> None:
-        synced = sum(1 for e in base.values() if e.kind == "file")
+    def _guard_deletes(self, the_plan: Plan) -> None:
+        synced = self.state.base_files()
         doomed = the_plan.files_deleted
         if (
             not self.options.allow_mass_delete
@@ -260,11 +292,11 @@ class SyncEngine:
             self.report.event("refused", message=msg, files=doomed, synced=synced)
             raise SyncRefused(msg)
 
-    def _guard_space(self, local: Scan, remote: dict[str, RemoteEntry], rules: IgnoreRules) -> None:
-        """R-SYNC-2: the local side must be able to hold the remote side."""
-        remote_bytes = sum(
-            e.size for k, e in remote.items() if e.kind == "file" and not rules.ignored(k)
-        )
+    def _guard_space(self, local: Scan) -> None:
+        """R-SYNC-2: the local side must be able to hold the remote side (every file of
+        the server folder is counted, even one this computer would ignore: the decision
+        errs on the side of refusing)."""
+        remote_bytes = self.state.remote_bytes()
         local_bytes = local.file_bytes
         free = self.options.free_space(self.root)
         if free + local_bytes < remote_bytes:

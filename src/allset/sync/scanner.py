@@ -1,10 +1,12 @@
 """Reading the local folder: what is there now, under the names the server knows.
 
-A rescan of 100,000 unchanged files must take seconds, so the scanner hashes nothing
-itself: a file whose size, mtime and inode match the base keeps the base's SHA-256
-(unless it was modified within the file system's timestamp granularity of the moment it
-was recorded — the "racy file" rule git uses, since an edit in that window could keep the
-same stat). Everything else is hashed later, only when a decision needs it.
+A rescan of 100,000 unchanged files must take seconds and little memory, so the scanner
+hashes nothing and, in sync, keeps nothing: each entry's stat goes to the state database
+(``sink``), where one query against the base finds the few that changed (``State``). A
+file whose size, mtime and inode match the base keeps the base's SHA-256 unless it was
+modified within the file system's timestamp granularity of the moment it was recorded —
+the "racy file" rule git uses, since an edit in that window could keep the same stat.
+Everything else is hashed later, only when a decision needs it.
 
 What the scanner will not touch is listed, never guessed at: symbolic links (not
 followed, reported once), folders it cannot read (their contents are *unknown*, so
@@ -18,6 +20,7 @@ import hashlib
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,10 @@ from allset.sync.state import BaseEntry
 
 RACY_NS = 2_000_000_000  # coarser than any file system's mtime granularity (FAT: 2 s)
 HASH_BLOCK = 1 << 20
+SINK_BATCH = 5000
+
+# (key, local, kind, size, mtime_ns, inode): one scanned entry, as the state stores it
+Row = tuple[str, str, str, int, int, int]
 
 
 @dataclass(slots=True)
@@ -50,10 +57,8 @@ class Scan:
     notices: dict[str, str] = field(default_factory=dict)  # key -> why it is not synced
     partials: list[Path] = field(default_factory=list)  # our own leftover part files
     started_ns: int = 0
-
-    @property
-    def file_bytes(self) -> int:
-        return sum(i.size for i in self.items.values() if i.kind == "file")
+    file_bytes: int = 0
+    files: int = 0
 
 
 def sha256_file(path: Path) -> str:
@@ -79,12 +84,29 @@ def trusted(item: LocalItem, base: BaseEntry | None) -> bool:
 
 def scan(
     root: Path,
-    base: dict[str, BaseEntry],
+    aliases: dict[str, str],
     rules: IgnoreRules,
     platform: Platform,
+    sink: Callable[[list[Row]], None] | None = None,
 ) -> Scan:
+    """Walk ``root``. ``aliases``: local path -> key where the local spelling is not the
+    default one. With a ``sink``, entries are handed over in batches and not kept in
+    ``items``; without one (``allset verify``), they are kept."""
     out = Scan(started_ns=time.time_ns())
-    aliases = {e.local: k for k, e in base.items() if e.local}
+    batch: list[Row] = []
+
+    def keep(key: str, item: LocalItem) -> None:
+        if item.kind == "file":
+            out.file_bytes += item.size
+            out.files += 1
+        if sink is None:
+            out.items[key] = item
+            return
+        batch.append((key, item.local, item.kind, item.size, item.mtime_ns, item.inode))
+        if len(batch) >= SINK_BATCH:
+            sink(batch)
+            batch.clear()
+
     # (local dir path, its key); the root is ("", "")
     stack: list[tuple[str, str]] = [("", "")]
     for _ in range(50_000_000):  # bounded: a loop here would be a bug, not a hang
@@ -102,6 +124,7 @@ def scan(
                 out.notices[key_dir] = f"cannot be read ({exc.strerror or exc}); left alone"
                 continue
             raise
+        taken: dict[str, str] = {}  # key -> local name, within this folder
         for entry in entries:
             name = entry.name
             local = f"{local_dir}/{name}" if local_dir else name
@@ -129,17 +152,18 @@ def scan(
                 out.frozen.add(key)
                 out.notices[key] = "is a symbolic link: not followed, not synced"
                 continue
-            if key in out.items or key in out.frozen:
+            if key in taken:
+                # Only siblings can collide (é composed and decomposed): neither is synced,
+                # since either could be the one the other device knows.
                 out.frozen.add(key)
                 out.notices[key] = (
-                    f"two local names mean {key!r} on the server ({local!r} and "
-                    f"{out.items[key].local if key in out.items else '?'!r}); "
-                    "rename one of them"
+                    f"two local names mean {key!r} on the server ({name!r} and "
+                    f"{taken[key]!r}); rename one of them"
                 )
-                out.items.pop(key, None)
                 continue
+            taken[key] = name
             if is_dir:
-                out.items[key] = LocalItem("dir", local)
+                keep(key, LocalItem("dir", local))
                 stack.append((local, key))
                 continue
             try:
@@ -151,9 +175,7 @@ def scan(
                 out.frozen.add(key)
                 out.notices[key] = "is not a regular file (device, socket or pipe); not synced"
                 continue
-            item = LocalItem("file", local, st.st_size, st.st_mtime_ns, st.st_ino)
-            b = base.get(key)
-            if b is not None and trusted(item, b):
-                item.sha256 = b.sha256
-            out.items[key] = item
+            keep(key, LocalItem("file", local, st.st_size, st.st_mtime_ns, st.st_ino))
+    if sink is not None and batch:
+        sink(batch)
     return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS remote (
 );
 CREATE TABLE IF NOT EXISTS reported (key TEXT PRIMARY KEY, reason TEXT NOT NULL);
 """
+
+
+RemoteRow = tuple[str, str, int, str, str, str]  # key, kind, size, sha256, version, mtime
 
 
 @dataclass(slots=True)
@@ -100,12 +103,6 @@ class State:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
     # ---- base ------------------------------------------------------------------------
-    def load_base(self) -> dict[str, BaseEntry]:
-        rows = self.db.execute(
-            "SELECT key, kind, size, mtime_ns, inode, checked_ns, sha256, version, local FROM base"
-        )
-        return {r[0]: BaseEntry(*r[1:]) for r in rows}
-
     def is_empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM base LIMIT 1").fetchone() is None
 
@@ -128,22 +125,168 @@ class State:
         )
 
     # ---- remote cache ----------------------------------------------------------------
-    def load_remote(self) -> dict[str, RemoteEntry]:
-        rows = self.db.execute("SELECT key, kind, size, sha256, version, mtime FROM remote")
-        return {r[0]: RemoteEntry(*r[1:]) for r in rows}
+    def replace_remote(self, fill: Callable[[Callable[[list[RemoteRow]], None]], int]) -> None:
+        """Replace the cache with what ``fill`` feeds (rows in batches; it returns the
+        cursor) — all or nothing: a snapshot cut off half-way leaves the old cache."""
 
-    def replace_remote(self, entries: dict[str, RemoteEntry], cursor: int) -> None:
+        def insert(rows: list[RemoteRow]) -> None:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO remote(key, kind, size, sha256, version, mtime)"
+                " VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+
         with self.transaction():
             self.db.execute("DELETE FROM remote")
-            self.db.executemany(
-                "INSERT INTO remote(key, kind, size, sha256, version, mtime) VALUES (?,?,?,?,?,?)",
-                ((k, e.kind, e.size, e.sha256, e.version, e.mtime) for k, e in entries.items()),
-            )
-            self.put_meta("cursor", str(cursor))
+            self.put_meta("cursor", str(fill(insert)))
 
     def invalidate_remote(self) -> None:
         """Our own changes moved the server on: the cache is no longer the server's state."""
         self.put_meta("cursor", "")
+
+    # ---- a pass, in SQL: only what changed comes into memory ------------------------
+    # A rescan of 100,000 unchanged files must not build 100,000 objects three times
+    # (base, local, remote); the scanner's rows go to a temporary table and these queries
+    # pick out the few keys that differ. The planner then sees only those keys (and the
+    # folders around them), so memory follows the size of the change, not of the tree.
+    def begin_scan(self) -> None:
+        self.db.executescript(
+            """
+            CREATE TEMP TABLE IF NOT EXISTS seen (
+                key TEXT PRIMARY KEY, local TEXT NOT NULL, kind TEXT NOT NULL,
+                size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL);
+            CREATE TEMP TABLE IF NOT EXISTS want (key TEXT PRIMARY KEY);
+            DELETE FROM seen;
+            DELETE FROM want;
+            """
+        )
+
+    def add_seen(self, rows: list[tuple[str, str, str, int, int, int]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?,?,?,?,?,?)", rows)
+
+    def load_aliases(self) -> dict[str, str]:
+        """local spelling -> key, for the keys not spelled the default way locally."""
+        return {
+            r[0]: r[1]
+            for r in self.db.execute("SELECT local, key FROM base WHERE local IS NOT NULL")
+        }
+
+    def changed_keys(self, racy_ns: int) -> set[str]:
+        """Keys that differ between the scan, the base and the remote cache — plus every
+        key under a folder that one side deleted (the planner decides such folders as a
+        whole) and every folder above them."""
+        out: set[str] = set()
+        queries = (
+            # local: new, kind changed, stat changed, or too recent to trust its stat
+            "SELECT s.key FROM seen s LEFT JOIN base b ON b.key = s.key WHERE b.key IS NULL"
+            " OR b.kind != s.kind OR (s.kind = 'file' AND (b.size != s.size"
+            " OR b.mtime_ns != s.mtime_ns OR b.inode != s.inode OR b.sha256 = ''"
+            " OR s.mtime_ns + ? >= b.checked_ns))",
+            # local: gone
+            "SELECT b.key FROM base b LEFT JOIN seen s ON s.key = b.key WHERE s.key IS NULL",
+            # remote: new or changed (a new version of the same content too: recorded)
+            "SELECT r.key FROM remote r LEFT JOIN base b ON b.key = r.key WHERE b.key IS NULL"
+            " OR b.kind != r.kind OR (r.kind = 'file' AND (b.sha256 != r.sha256"
+            " OR b.version != r.version))",
+            # remote: gone
+            "SELECT b.key FROM base b LEFT JOIN remote r ON r.key = b.key WHERE r.key IS NULL",
+        )
+        for i, q in enumerate(queries):
+            out.update(r[0] for r in self.db.execute(q, (racy_ns,) if i == 0 else ()))
+        gone_dirs = [
+            k
+            for (k,) in self.db.execute(
+                "SELECT b.key FROM base b WHERE b.kind = 'dir' AND (NOT EXISTS (SELECT 1 FROM"
+                " seen s WHERE s.key = b.key) OR NOT EXISTS (SELECT 1 FROM remote r WHERE"
+                " r.key = b.key))"
+            )
+        ]
+        for d in gone_dirs:
+            lo, hi = d + "/", d + "0"  # '0' follows '/': the range of keys under d
+            for table in ("base", "remote", "seen"):
+                out.update(
+                    r[0]
+                    for r in self.db.execute(
+                        f"SELECT key FROM {table} WHERE key >= ? AND key < ?",  # noqa: S608
+                        (lo, hi),
+                    )
+                )
+        for k in list(out):
+            parts = k.split("/")
+            for i in range(1, len(parts)):
+                out.add("/".join(parts[:i]))
+        return out
+
+    def siblings(self, parents: set[str]) -> set[str]:
+        """Every key in these folders: a case-insensitive file system needs all the names
+        of a folder to place a new one."""
+        out: set[str] = set()
+        for p in parents:
+            lo, hi = (p + "/", p + "0") if p else ("", "\U0010ffff")
+            for table in ("base", "remote", "seen"):
+                for (k,) in self.db.execute(
+                    f"SELECT key FROM {table} WHERE key >= ? AND key < ?",  # noqa: S608
+                    (lo, hi),
+                ):
+                    if "/" not in k[len(lo) :]:
+                        out.add(k)
+        return out
+
+    def _want(self, keys: set[str]) -> None:
+        self.db.execute("DELETE FROM want")
+        self.db.executemany("INSERT OR IGNORE INTO want VALUES (?)", ((k,) for k in keys))
+
+    def load_for(
+        self, keys: set[str]
+    ) -> tuple[
+        dict[str, BaseEntry], dict[str, RemoteEntry], list[tuple[str, str, str, int, int, int]]
+    ]:
+        """Base, remote cache and scanned rows of just these keys."""
+        self._want(keys)
+        base = {
+            r[0]: BaseEntry(*r[1:])
+            for r in self.db.execute(
+                "SELECT b.key, kind, size, mtime_ns, inode, checked_ns, sha256, version, local"
+                " FROM base b JOIN want w ON w.key = b.key"
+            )
+        }
+        remote = {
+            r[0]: RemoteEntry(*r[1:])
+            for r in self.db.execute(
+                "SELECT r.key, kind, size, sha256, version, mtime FROM remote r"
+                " JOIN want w ON w.key = r.key"
+            )
+        }
+        seen = list(
+            self.db.execute(
+                "SELECT s.key, local, kind, size, mtime_ns, inode FROM seen s"
+                " JOIN want w ON w.key = s.key"
+            )
+        )
+        return base, remote, seen
+
+    def local_sources(self, shas: set[str], racy_ns: int) -> dict[str, str]:
+        """SHA-256 -> local path of an unchanged synced file with that content (a download
+        of the same bytes becomes a local copy)."""
+        out: dict[str, str] = {}
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_sha (sha TEXT PRIMARY KEY)")
+        self.db.execute("DELETE FROM wanted_sha")
+        self.db.executemany("INSERT OR IGNORE INTO wanted_sha VALUES (?)", ((h,) for h in shas))
+        for sha, local in self.db.execute(
+            "SELECT b.sha256, s.local FROM base b JOIN wanted_sha w ON w.sha = b.sha256"
+            " JOIN seen s ON s.key = b.key WHERE s.kind = 'file' AND b.size = s.size"
+            " AND b.mtime_ns = s.mtime_ns AND b.inode = s.inode AND s.mtime_ns + ? < b.checked_ns",
+            (racy_ns,),
+        ):
+            out.setdefault(sha, local)
+        return out
+
+    def base_files(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM base WHERE kind = 'file'").fetchone()[0])
+
+    def remote_bytes(self) -> int:
+        row = self.db.execute("SELECT coalesce(sum(size), 0) FROM remote WHERE kind = 'file'")
+        return int(row.fetchone()[0])
 
     # ---- things told to the user once ---------------------------------------------
     def first_report(self, key: str, reason: str) -> bool:
