@@ -46,8 +46,10 @@ def test_small_edit_sends_only_changed_chunks(http: TestClient, tmp_path: Path) 
     edited[mid : mid + MiB] = rng.randbytes(MiB)
     edited[1000:1000] = b"0123456789"
     local.write_bytes(bytes(edited))
-    second = push_file(http, local, "/disk.img", base_version=first.version)
+    done: list[int] = []
+    second = push_file(http, local, "/disk.img", base_version=first.version, progress=done.append)
     assert second.bytes_sent < 4 * MiB, second
+    assert sum(done) == len(edited)  # the progress bar reaches 100 % (sent + already there)
     assert second.chunks_sent < second.chunks_total
     got = http.get("/api/v1/files/disk.img")
     assert hashlib.sha256(got.content).digest() == hashlib.sha256(bytes(edited)).digest()
@@ -67,8 +69,10 @@ def test_pull_fetches_only_missing_chunks(http: TestClient, tmp_path: Path) -> N
     plan = plan_file(src)
     have = {h: data[o : o + n] for h, o, n in plan.chunks[1:]}  # all but the first chunk
     dest = tmp_path / "dest.bin"
-    fetched = pull_file(http, "/f.bin", dest, have)
+    seen: list[tuple[int, int]] = []
+    fetched = pull_file(http, "/f.bin", dest, have, progress=lambda n, t: seen.append((n, t)))
     assert fetched == plan.chunks[0][2]
+    assert seen[0] == (0, len(data)) and sum(n for n, _ in seen) == len(data)
     assert dest.read_bytes() == data
     assert not (tmp_path / "dest.bin.allset-part").exists()
 

@@ -145,3 +145,51 @@ def test_bwlimit_caps_the_clients_own_rate(server: ServerProcess, tmp_path: Path
     assert allset(cfg, "get", "/four.bin", str(back), "--bwlimit", "16Mbit").returncode == 0
     assert time.monotonic() - start >= 1.6
     assert back.read_bytes() == local.read_bytes()
+
+
+def test_put_shows_a_progress_bar_on_a_terminal(server: ServerProcess, tmp_path: Path) -> None:
+    """On a terminal, ``put`` and ``get`` draw a progress bar on stderr (rich); piped or
+    with --json they print only their result."""
+    import pty
+
+    email = owner_with_password(server, "bar")
+    cfg = tmp_path / "cfg"
+    login = allset(
+        cfg,
+        "login",
+        server.url,
+        "--user",
+        email,
+        "--password-stdin",
+        "--ca-file",
+        str(server.cert),
+        input=PASSWORD + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    local = tmp_path / "big.bin"
+    local.write_bytes(os.urandom(8 * 1024 * 1024))
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "ALLSET_CONFIG_DIR": str(cfg), "COLUMNS": "100", "TERM": "xterm"}
+    proc = subprocess.run(
+        [ALLSET, "put", str(local), "/big.bin", "--bwlimit", "40Mbit"],
+        stderr=secondary,
+        stdout=subprocess.PIPE,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    os.close(secondary)
+    drawn = b""
+    for _ in range(10_000):
+        try:
+            piece = os.read(primary, 65536)
+        except OSError:
+            break
+        if not piece:
+            break
+        drawn += piece
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"big.bin" in drawn and b"MB" in drawn, drawn[-500:]
+    piped = allset(cfg, "put", str(local), "/big2.bin")
+    assert piped.returncode == 0 and "MB" not in piped.stderr

@@ -9,11 +9,12 @@ whole file before the file takes its name. A mismatch is an error, never a warni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -21,6 +22,15 @@ from urllib.parse import quote
 
 import click
 import httpx
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from allset.client import profile as profiles
 from allset.client.transfer import (
@@ -80,6 +90,32 @@ json_option = click.option("--json", "as_json", is_flag=True, help="JSON output.
 bwlimit_option = click.option(
     "--bwlimit", default=None, help="Cap this transfer's rate, e.g. 20Mbit or 5MB (per second)."
 )
+
+
+@contextlib.contextmanager
+def _bar(label: str, total: int | None, shown: bool) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr when it is a terminal (and not --json): ``advance(n,
+    total)`` adds ``n`` bytes done; a non-zero ``total`` sets the size once known."""
+    if not shown or not sys.stderr.isatty():
+        yield lambda _n, _t: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def advance(n: int, new_total: int) -> None:
+            if new_total:
+                bar.update(task, total=new_total)
+            bar.update(task, advance=n)
+
+        yield advance
 
 
 def _limiter(bwlimit: str | None) -> RateLimiter | None:
@@ -198,8 +234,9 @@ def put(local: Path, remote: str, bwlimit: str | None, as_json: bool) -> None:
     target = _remote(remote)
     if remote.endswith("/"):
         target = target.rstrip("/") + "/" + local.name
-    with prof.client() as http:
-        result = push_file(http, local, target, limiter=_limiter(bwlimit))
+    limiter = _limiter(bwlimit)
+    with prof.client() as http, _bar(local.name, local.stat().st_size, not as_json) as advance:
+        result = push_file(http, local, target, limiter=limiter, progress=lambda n: advance(n, 0))
     _out(
         as_json,
         result.__dict__,
@@ -222,8 +259,10 @@ def get(remote: str, local: Path, bwlimit: str | None, as_json: bool) -> None:
     source = _remote(remote)
     if local.is_dir():
         local = local / source.rsplit("/", 1)[-1]
+    limiter = _limiter(bwlimit)
     with prof.client() as http:
-        fetched = pull_file(http, source, local, {}, limiter=_limiter(bwlimit))
+        with _bar(source.rsplit("/", 1)[-1], None, not as_json) as advance:
+            fetched = pull_file(http, source, local, {}, limiter=limiter, progress=advance)
         meta = check_response(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
     data = {"path": str(local), "size": meta["size"], "sha256": meta["sha256"], "fetched": fetched}
     _out(as_json, data, lambda d: f"{d['path']}: {d['size']} bytes, sha256 {d['sha256']} verified")

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,9 +127,11 @@ def push_file(
     remote: str,
     base_version: str | None = None,
     limiter: RateLimiter | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PushResult:
     """Upload ``local`` to ``remote`` sending only the chunks the server lacks.
-    ``base_version``: the version this edit started from (412 if someone changed it)."""
+    ``base_version``: the version this edit started from (412 if someone changed it).
+    ``progress`` is told each chunk's size once it is on the server (sent or known)."""
     plan = plan_file(local)
     hashes = [h for h, _, _ in plan.chunks]
     missing = set(
@@ -141,6 +143,8 @@ def push_file(
     with local.open("rb") as f:
         for h, offset, size in plan.chunks:
             if h not in missing or h in sent:
+                if progress is not None:
+                    progress(size)
                 continue
             f.seek(offset)
             data = f.read(size)
@@ -156,6 +160,8 @@ def push_file(
             )
             sent.add(h)
             sent_bytes += size
+            if progress is not None:
+                progress(size)
     body = {"path": remote, "sha256": plan.sha256, "chunks": hashes, "size": plan.size}
     if base_version:
         body["base_version"] = base_version
@@ -184,10 +190,13 @@ def pull_file(
     local: Path,
     have: dict[str, bytes],
     limiter: RateLimiter | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Download ``remote`` fetching only chunks not in ``have`` (hash -> bytes); returns
     the bytes fetched. Verified chunk by chunk and as a whole before it is written."""
     man = check_response(http.get("/api/v1/manifest" + quote(remote)), f"reading {remote}")
+    if progress is not None:
+        progress(0, int(man["size"]))  # the total, once known
     whole = hashlib.sha256()
     fetched = 0
     tmp = local.with_name(local.name + ".allset-part")
@@ -210,6 +219,8 @@ def pull_file(
                 raise ProofMismatch(f"Chunk {c['hash'][:12]} of {remote} arrived damaged.")
             whole.update(data)
             out.write(data)
+            if progress is not None:
+                progress(len(data), 0)
         out.flush()
         os.fsync(out.fileno())  # durable before it takes the real name
     if whole.hexdigest() != man["sha256"]:
