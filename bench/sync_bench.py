@@ -13,7 +13,8 @@ Run:  .venv/bin/python bench/sync_bench.py [--quick] [--json out.json]
 
 Each measurement runs the real ``allset`` command in its own process against a real
 ``allset-server`` over TLS on 127.0.0.1 (the SQLite default); peak RSS is the child's
-``ru_maxrss``. Every wait is bounded; the server and temp dirs are removed even on failure.
+VmHWM, sampled every 10 ms until it exits. Every wait is bounded; the server and temp
+dirs are removed even on failure.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def run(cfg: Path, *args: str, timeout: float = 3600) -> tuple[float, int, list[
         start = time.monotonic()
         proc = subprocess.Popen([ALLSET, *args], env=env, stdout=sink, stderr=subprocess.PIPE)
         deadline = start + timeout
+        hwm = 0
         for _ in range(10**9):
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            hwm = max(hwm, _vm_hwm(proc.pid))
+            pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
@@ -75,7 +78,20 @@ def run(cfg: Path, *args: str, timeout: float = 3600) -> tuple[float, int, list[
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"allset {' '.join(args)} failed ({proc.returncode}): {err}")
     events = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
-    return elapsed, usage.ru_maxrss * 1024, events
+    return elapsed, hwm, events
+
+
+def _vm_hwm(pid: int) -> int:
+    """The process's peak RSS so far (VmHWM). Not ``ru_maxrss``: after a fork, Linux
+    carries the parent's high-water mark into the child's, so a big parent would be
+    measured instead of the client."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
