@@ -129,3 +129,31 @@ def test_killed_download_leaves_no_half_file(
     differs = allset(cfg, "verify", str(local), "/Big", "--json")
     assert differs.returncode == 1
     assert json.loads(differs.stdout)["differences"][0]["path"] == "d0/f000.bin"
+
+
+def test_refusals_exit_3_and_change_nothing(
+    server: ServerProcess, account: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "cfg"
+    login(server, cfg, account)
+    local = tmp_path / "disk"
+    for i in range(25):
+        (local / f"f{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (local / f"f{i}.txt").write_bytes(b"x" * i)
+    finish(cfg, local)
+    for i in range(22):
+        (local / f"f{i}.txt").unlink()
+    refused = allset(cfg, "sync", str(local), "/Big", "--json")
+    assert refused.returncode == 3, refused.stderr
+    assert "--allow-mass-delete" in refused.stderr
+    (event,) = [e for e in map(json.loads, refused.stdout.splitlines()) if e["event"] == "refused"]
+    assert event["files"] == 22 and event["synced"] == 25
+    (local / ".allsetsync").rename(tmp_path / "marker")  # as if another disk were mounted
+    unmounted = allset(cfg, "sync", str(local), "/Big")
+    assert unmounted.returncode == 3 and "mounted" in unmounted.stderr
+    assert "Traceback" not in unmounted.stderr
+    (tmp_path / "marker").rename(local / ".allsetsync")
+    allowed = allset(cfg, "sync", str(local), "/Big", "--allow-mass-delete", "--json")
+    assert allowed.returncode == 0, allowed.stderr
+    verify = allset(cfg, "verify", str(local), "/Big")
+    assert verify.returncode == 0 and "3 files match" in verify.stdout

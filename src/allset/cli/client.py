@@ -37,6 +37,7 @@ from allset.client.transfer import (
     RateLimiter,
     TransferError,
     check_response,
+    local_chunks,
     pull_file,
     push_file,
 )
@@ -260,9 +261,19 @@ def get(remote: str, local: Path, bwlimit: str | None, as_json: bool) -> None:
     if local.is_dir():
         local = local / source.rsplit("/", 1)[-1]
     limiter = _limiter(bwlimit)
+    # Resumable: chunks of an interrupted download, or of the file being replaced, are
+    # taken from this computer instead of the network (each verified again).
+    partial = local.with_name(local.name + ".allset-part")
+    earlier = local.with_name(local.name + ".allset-resume")
+    if partial.exists():
+        partial.replace(earlier)
     with prof.client() as http:
-        with _bar(source.rsplit("/", 1)[-1], None, not as_json) as advance:
-            fetched = pull_file(http, source, local, {}, limiter=limiter, progress=advance)
+        try:
+            have = local_chunks(earlier, local)
+            with _bar(source.rsplit("/", 1)[-1], None, not as_json) as advance:
+                fetched = pull_file(http, source, local, have, limiter=limiter, progress=advance)
+        finally:
+            earlier.unlink(missing_ok=True)
         meta = check_response(http.get(f"{API}/tree{quote(source)}"), f"reading {remote}")
     data = {"path": str(local), "size": meta["size"], "sha256": meta["sha256"], "fetched": fetched}
     _out(as_json, data, lambda d: f"{d['path']}: {d['size']} bytes, sha256 {d['sha256']} verified")

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,16 +184,41 @@ def push_file(
     )
 
 
+def local_chunks(*paths: Path) -> dict[str, tuple[Path, int, int]]:
+    """Chunks already on this computer (hash -> where), from files that may share content
+    with a download: the old version of the file, an interrupted download of it."""
+    out: dict[str, tuple[Path, int, int]] = {}
+    for p in paths:
+        try:
+            for h, offset, size in plan_file(p).chunks:
+                out.setdefault(h, (p, offset, size))
+        except OSError:
+            continue
+    return out
+
+
+def _read_local(where: tuple[Path, int, int]) -> bytes | None:
+    path, offset, size = where
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    except OSError:
+        return None
+
+
 def pull_file(
     http: httpx.Client,
     remote: str,
     local: Path,
-    have: dict[str, bytes],
+    have: Mapping[str, bytes | tuple[Path, int, int]],
     limiter: RateLimiter | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Download ``remote`` fetching only chunks not in ``have`` (hash -> bytes); returns
-    the bytes fetched. Verified chunk by chunk and as a whole before it is written."""
+    """Download ``remote`` fetching only chunks not in ``have`` (hash -> the bytes, or
+    where a local file holds them); returns the bytes fetched. Verified chunk by chunk
+    (local ones too: a file may have changed since it was chunked) and as a whole before
+    it takes its name."""
     man = check_response(http.get("/api/v1/manifest" + quote(remote)), f"reading {remote}")
     if progress is not None:
         progress(0, int(man["size"]))  # the total, once known
@@ -202,7 +227,10 @@ def pull_file(
     tmp = local.with_name(local.name + ".allset-part")
     with tmp.open("wb") as out:
         for c in man["chunks"]:
-            data = have.get(c["hash"])
+            known = have.get(c["hash"])
+            data = _read_local(known) if isinstance(known, tuple) else known
+            if data is not None and hashlib.sha256(data).hexdigest() != c["hash"]:
+                data = None  # changed since: fetch it after all
             if data is None:
                 with http.stream("GET", f"/api/v1/chunks/{c['hash']}") as resp:
                     if resp.status_code >= 400:
