@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _util import db_query
-from test_client_cli import ALLSET, PASSWORD, allset, owner_with_password
+from test_client_cli import ALLSET, allset, signed_in
 
 from serverproc import ServerProcess
 
@@ -20,21 +20,6 @@ pytestmark = pytest.mark.system
 
 FILES = 120
 SIZE = 300 * 1024
-
-
-def login(server: ServerProcess, cfg: Path, email: str) -> None:
-    res = allset(
-        cfg,
-        "login",
-        server.url,
-        "--user",
-        email,
-        "--password-stdin",
-        "--ca-file",
-        str(server.cert),
-        input=PASSWORD + "\n",
-    )
-    assert res.returncode == 0, res.stderr
 
 
 def sync_until(cfg: Path, local: Path, event: str, count: int) -> int:
@@ -70,15 +55,13 @@ def finish(cfg: Path, local: Path) -> dict[str, int]:
 
 
 @pytest.fixture
-def account(server: ServerProcess) -> str:
-    return owner_with_password(server, "crash", "--bandwidth", "10Gbit")
+def cfg(server: ServerProcess, tmp_path: Path) -> Path:
+    return signed_in(server, tmp_path, "crash", "--bandwidth", "10Gbit")
 
 
 def test_killed_upload_resumes_without_resending(
-    server: ServerProcess, account: str, tmp_path: Path
+    server: ServerProcess, cfg: Path, tmp_path: Path
 ) -> None:
-    cfg = tmp_path / "cfg"
-    login(server, cfg, account)
     local = tmp_path / "up"
     contents = {f"f{i:03}.bin": os.urandom(SIZE) for i in range(FILES)}
     for name, data in contents.items():
@@ -102,10 +85,8 @@ def test_killed_upload_resumes_without_resending(
 
 
 def test_killed_download_leaves_no_half_file(
-    server: ServerProcess, account: str, tmp_path: Path
+    server: ServerProcess, cfg: Path, tmp_path: Path
 ) -> None:
-    cfg = tmp_path / "cfg"
-    login(server, cfg, account)
     source = tmp_path / "source"
     contents = {f"d{i % 4}/f{i:03}.bin": os.urandom(SIZE) for i in range(FILES)}
     for name, data in contents.items():
@@ -132,10 +113,8 @@ def test_killed_download_leaves_no_half_file(
 
 
 def test_refusals_exit_3_and_change_nothing(
-    server: ServerProcess, account: str, tmp_path: Path
+    server: ServerProcess, cfg: Path, tmp_path: Path
 ) -> None:
-    cfg = tmp_path / "cfg"
-    login(server, cfg, account)
     local = tmp_path / "disk"
     for i in range(25):
         (local / f"f{i}.txt").parent.mkdir(parents=True, exist_ok=True)
