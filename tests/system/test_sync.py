@@ -290,3 +290,15 @@ def test_symlinks_reported_once_and_ignores_respected(http: httpx.Client, tmp_pa
     engine.run_once()
     engine.close()
     assert "notice" not in seen  # told once, not on every pass
+
+
+def test_one_sync_of_a_folder_at_a_time(http: httpx.Client, tmp_path: Path) -> None:
+    a = Device(http, tmp_path / "a")
+    a.write("x.txt", b"x")
+    first = SyncEngine(http, a.root, a.remote, a.state_file, Options(host="pc"))
+    try:
+        with pytest.raises(SyncRefused, match="already running|is running"):
+            a.sync()
+    finally:
+        first.close()
+    assert a.sync().outcome.uploaded == 1  # the lock went with the first engine

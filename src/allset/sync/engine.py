@@ -32,7 +32,7 @@ from allset.sync.planner import Plan, needs_hash, plan
 from allset.sync.progress import Reporter
 from allset.sync.remote import Remote
 from allset.sync.scanner import RACY_NS, LocalItem, Scan, scan, sha256_file, trusted
-from allset.sync.state import BaseEntry, RemoteEntry, State
+from allset.sync.state import BaseEntry, Busy, RemoteEntry, State
 
 MASS_DELETE_MIN = 20
 MASS_DELETE_SHARE = 0.5
@@ -79,7 +79,10 @@ class SyncEngine:
         self.options = options or Options()
         self.remote = Remote(http, remote_root, self.options.limiter)
         self.state_file = state_file
-        self.state = State(state_file)
+        try:
+            self.state = State(state_file)
+        except Busy as exc:
+            raise SyncRefused(str(exc)) from exc
         self.report = reporter or Reporter(quiet=True)
         self.server_id = server_id
 

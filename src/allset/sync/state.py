@@ -19,6 +19,7 @@ and no listing is needed.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -79,10 +80,48 @@ def state_path(config_dir: Path, server: str, user: str, local: Path, remote: st
     return config_dir / "sync" / (hashlib.sha256(ident.encode()).hexdigest()[:24] + ".db")
 
 
+class Busy(Exception):
+    """Another sync of the same folders is running (the message says which process)."""
+
+
+class _FolderLock:
+    """One sync per state at a time: two processes planning against the same base would
+    each act on the other's half-done work. An OS lock (released by the kernel if the
+    process dies, so a kill -9 never leaves a stale lock), on a file beside the state."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a+")
+        try:
+            if os.name == "nt":
+                import msvcrt  # noqa: PLC0415 - Windows only
+
+                msvcrt.locking(self.file.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            else:
+                import fcntl  # noqa: PLC0415 - POSIX only
+
+                fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise Busy(
+                f"another allset sync of this folder is running (pid {holder}); "
+                "wait for it to finish or stop it."
+            ) from exc
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()  # closing releases the lock
+
+
 class State:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.lock = _FolderLock(path.with_suffix(".lock"))
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # WAL + NORMAL: a crash may lose the last few records, never corrupt the file; a
         # lost record only makes the next pass re-check that file (both sides then agree
@@ -93,6 +132,7 @@ class State:
 
     def close(self) -> None:
         self.db.close()
+        self.lock.release()
 
     # ---- meta ----------------------------------------------------------------------
     def meta(self, key: str, default: str = "") -> str:
