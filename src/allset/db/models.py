@@ -256,6 +256,43 @@ class Event(Base):
     __table_args__ = (Index("ix_events_tenant_seq", "tenant_id", "id"),)
 
 
+class FolderGrant(Base):
+    """A member's access to one folder and everything below it (R-SHARE-1): "read" or
+    "write". It names the folder by node id, so it follows the folder through moves and
+    is inactive while the folder is in the trash. Owners and admins need none."""
+
+    __tablename__ = "folder_grants"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    node_id: Mapped[str] = mapped_column(ID, index=True)  # no FK: purges delete grants first
+    access: Mapped[str] = mapped_column(String(8))  # read | write
+    granted_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table_args__ = (
+        Index("uq_folder_grants_user_node", "tenant_id", "user_id", "node_id", unique=True),
+    )
+
+
+class Invitation(Base):
+    """An invitation into a Client: only the SHA-256 of its one-time token is kept (the
+    token carries 256 random bits, so a slow hash would add nothing), it expires, and
+    ``accepted_at`` makes it single-use."""
+
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Setting(Base):
     """Server-wide facts decided at init (e.g. the installation id)."""
 
@@ -269,6 +306,8 @@ __all__ = [
     "Chunk",
     "Credential",
     "Event",
+    "FolderGrant",
+    "Invitation",
     "Node",
     "Operator",
     "Setting",

@@ -28,7 +28,7 @@ from allset.core.errors import AllsetError, DigestMismatch, InvalidInput, NotFou
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.core.units import format_size
-from allset.files import sql
+from allset.files import access, sql
 from allset.files.entries import Entry
 from allset.files.service import EMPTY_SHA256
 from allset.files.upload import MAX_CHUNK, Upload
@@ -115,6 +115,7 @@ def put_chunks(svc: FileService, p: Principal, frames: list[tuple[bytes, memoryv
     are reclaimed by the orphan collector after the grace period if no commit uses them).
     New chunks are written together: ``ReplicatedStore.put_many`` shares the fsyncs."""
     svc._writable(p)
+    access.check_some_write(svc, p)
     tenant = p.tenant_id
     good: list[tuple[str, memoryview]] = []
     seen: set[str] = set()
@@ -159,6 +160,8 @@ def plan_fetch(svc: FileService, p: Principal, digests: list[str]) -> list[int]:
                 sql.CHUNK_SIZES, {"tenant_id": p.tenant_id, "hashes": wanted[i : i + 500]}
             ):
                 sizes[h] = n
+        if sizes and not svc.chunks_visible(c, p, list(sizes)):
+            sizes = {}  # a member asked for a chunk of a file they may not read: 404
     missing = [d for d in wanted if d not in sizes]
     if missing:
         # Same answer whether another Client has it or nobody does (R-STORE-3).

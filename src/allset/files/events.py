@@ -30,6 +30,7 @@ from sqlalchemy import Connection, bindparam, func, select
 from allset.core.errors import InvalidInput
 from allset.core.principal import Principal
 from allset.files import sql
+from allset.files.access import NONE, AccessView
 
 if TYPE_CHECKING:
     from allset.files.service import FileService
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 # The kinds FileService writes for tree changes; other kinds (trash.purge, user.create,
 # ...) are audit records a sync client has no use for.
 TREE_KINDS = ("put", "mkdir", "trash", "move", "copy", "restore-version", "restore")
+# ``access``: a member's grants changed (R-SHARE-1); only that member's feed shows it, so
+# their sync client takes a new snapshot of what they may now see.
+FEED_KINDS = (*TREE_KINDS, "access")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 MAX_WAIT_SECONDS = 60
@@ -53,13 +57,13 @@ _CHANGES = (
     .where(
         sql.EVENTS.c.tenant_id == bindparam("tenant_id"),
         sql.EVENTS.c.id > bindparam("since"),
-        sql.EVENTS.c.kind.in_(TREE_KINDS),
+        sql.EVENTS.c.kind.in_(FEED_KINDS),
     )
     .order_by(sql.EVENTS.c.id)
     .limit(bindparam("n"))
 )
 _LATEST = select(func.max(sql.EVENTS.c.id)).where(
-    sql.EVENTS.c.tenant_id == bindparam("tenant_id"), sql.EVENTS.c.kind.in_(TREE_KINDS)
+    sql.EVENTS.c.tenant_id == bindparam("tenant_id"), sql.EVENTS.c.kind.in_(FEED_KINDS)
 )
 
 
@@ -115,11 +119,43 @@ def read_changes(svc: FileService, p: Principal, since: int | None, limit: int) 
         rows = c.execute(_CHANGES, {"tenant_id": p.tenant_id, "since": since, "n": limit + 1}).all()
         if not rows:
             return Feed(latest_change(c, p.tenant_id), [], False)
+        view = svc.view(c, p)
     more = len(rows) > limit
     changes = [
-        Change(r.id, r.kind, r.path, (r.detail or {}).get("source"), r.at) for r in rows[:limit]
+        ch
+        for r in rows[:limit]
+        if (ch := _as_seen(view, p, r.id, r.kind, r.path, r.detail or {}, r.at)) is not None
     ]
-    return Feed(changes[-1].id, changes, more)
+    # The cursor passes changes the caller may not see: they are skipped, not pending.
+    return Feed(rows[:limit][-1].id, changes, more)
+
+
+def _as_seen(
+    view: AccessView,
+    p: Principal,
+    id: int,
+    kind: str,
+    path: str,
+    detail: dict[str, Any],
+    at: datetime,
+) -> Change | None:
+    """A change as the caller may see it (R-SHARE-1), or None: a member sees changes at
+    paths they may see; a move out of their sight is a ``trash`` of its source, one into
+    it has no source; ``access`` changes only reach the member they concern."""
+    source = detail.get("source")
+    if kind == "access":
+        if view.full or detail.get("user_id") != p.id:
+            return None
+        return Change(id, kind, path or "/", None, at)
+    if view.full:
+        return Change(id, kind, path, source, at)
+    here = view.level_of(path) > NONE
+    there = source is not None and view.level_of(source) > NONE
+    if here:
+        return Change(id, kind, path, source if there else None, at)
+    if there and kind == "move":
+        return Change(id, "trash", str(source), None, at)
+    return None
 
 
 class _Waiter:

@@ -43,7 +43,7 @@ from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.models import ResumableUpload, utcnow
-from allset.files import sql
+from allset.files import access, sql
 from allset.files.entries import Entry
 from allset.files.service import FileService
 from allset.files.upload import Upload, begin_upload, quota_error
@@ -202,6 +202,7 @@ class Resumables:
         if rp.is_root:
             raise Conflict("The root folder cannot be replaced by a file.")
         with self.db.read_conn() as c:
+            access.need_write(self.files.view(c, p), rp)  # R-SHARE-1, before any byte
             parent = self.files.lookup_dir(c, p.tenant_id, rp.parent)
             node = sql.child(c, p.tenant_id, parent.id, rp.name)
         if node is not None and node.kind != "file":

@@ -26,7 +26,7 @@ from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import Event, Node, NodeProperty, Version, VersionChunk, utcnow
-from allset.files import sql
+from allset.files import access, sql
 from allset.files.entries import ChunkRef, Entry, Readable
 from allset.files.events import ChangeNotifier
 from allset.files.leases import ChunkLeases
@@ -239,11 +239,17 @@ class FileService:
         if p.is_operator:  # R-STORE-6: the operator does not touch Client data
             raise NotFound("Not found.")
 
+    def view(self, conn: Connection, p: Principal) -> access.AccessView:
+        """What ``p`` may see and change (R-SHARE-1): every entry point checks it, so
+        the REST API, WebDAV, tus and sync all get the same answer."""
+        return access.load_view(conn, p)
+
     # ---- reading -------------------------------------------------------------------
     def stat(self, p: Principal, path: str | RemotePath) -> Entry:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.read() as s:
+            access.need_visible(self.view(s.connection(), p), rp)
             return _entry(self._need(s, p.tenant_id, rp), rp)
 
     def list_dir(
@@ -257,6 +263,8 @@ class FileService:
         if "\x00" in after:  # no name has one, and PostgreSQL refuses it in a query
             raise InvalidInput("The cursor 'after' is a name from a listing; names have no NUL.")
         with self.db.read_conn() as c:
+            view = self.view(c, p)
+            level = access.need_visible(view, rp)
             node = self.lookup(c, p.tenant_id, rp)
             if node is None:
                 raise NotFound(f"Nothing at {rp}.")
@@ -266,6 +274,9 @@ class FileService:
                 sql.LIST_PAGE,
                 {"tenant_id": p.tenant_id, "parent_id": node.id, "after": after, "n": limit + 1},
             ).all()
+            if level == access.NAV:  # a folder above a grant: only the way to the grants
+                names = access.nav_names(view, rp.parts)
+                rows = [r for r in rows if r.name in names]
             more = len(rows) > limit
             rows = rows[:limit]
             prefix = "/" + "".join(part + "/" for part in rp.parts)
@@ -278,6 +289,7 @@ class FileService:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.read() as s:
+            access.need_read(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             if node.kind != "file":
                 raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.", is_folder=True)
@@ -337,6 +349,8 @@ class FileService:
         if rp.is_root:
             raise AlreadyExists("The root folder always exists.")
         with self.db.write() as s:
+            # With ``parents`` every folder made is then inside the same write grant.
+            access.need_write(self.view(s.connection(), p), rp)
             parent = (
                 self._mkdirs(s, p, rp.parent)
                 if parents
@@ -389,6 +403,7 @@ class FileService:
         if rp.is_root:
             raise Forbidden("The root folder cannot be deleted.")
         with self.db.write() as s:
+            access.need_write(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             entry = _entry(node, rp)
             check_etag(entry.etag, if_match, None)
@@ -440,6 +455,9 @@ class FileService:
         if sp.is_root or dp.is_root:
             raise Forbidden("The root folder cannot be moved or replaced.")
         with self.db.write() as s:
+            view = self.view(s.connection(), p)
+            access.need_write(view, sp)  # both ends writable: nothing crosses what p sees
+            access.need_write(view, dp)
             node = self._need(s, p.tenant_id, sp)
             parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
             self._check_not_inside(s, node, parent)
@@ -469,6 +487,9 @@ class FileService:
         if dp.is_root:
             raise Forbidden("The root folder cannot be replaced.")
         with self.db.write() as s:
+            view = self.view(s.connection(), p)
+            access.need_read(view, sp)  # a folder seen only for navigation hides content
+            access.need_write(view, dp)
             node = self._need(s, p.tenant_id, sp)
             if sp == dp:
                 raise Conflict("Source and destination are the same.")
@@ -535,6 +556,7 @@ class FileService:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.read() as s:
+            access.need_read(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             if node.kind != "file":
                 raise Conflict(f"{rp} is a folder; folders have no versions.")
@@ -563,6 +585,7 @@ class FileService:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.write() as s:
+            access.need_write(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             v = s.get(Version, version) if is_id(version) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
@@ -619,12 +642,17 @@ class FileService:
     def trash_list(self, p: Principal) -> list[dict[str, Any]]:
         self._writable(p)
         with self.db.read() as s:
-            rows = s.scalars(
-                select(Node)
-                .where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
-                .order_by(Node.trashed_at.desc())
-                .limit(10_000)
-            )
+            view = self.view(s.connection(), p)
+            rows = [
+                n
+                for n in s.scalars(
+                    select(Node)
+                    .where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
+                    .order_by(Node.trashed_at.desc())
+                    .limit(10_000)
+                )
+                if self._in_trash_view(view, p, n)
+            ]
             return [
                 {
                     "id": n.id,
@@ -640,10 +668,19 @@ class FileService:
                 for n in rows
             ]
 
+    @staticmethod
+    def _in_trash_view(view: access.AccessView, p: Principal, n: Node) -> bool:
+        """A member's trash: what they deleted, or what was where they may read."""
+        return view.full or n.trashed_by == p.id or view.level_of(n.trashed_path) >= access.READ
+
     def _trashed(self, s: Session, p: Principal, node_id: str) -> Node:
         n = s.get(Node, node_id) if is_id(node_id) else None
         if n is None or n.tenant_id != p.tenant_id or n.trashed_at is None:
             raise NotFound("No such item in the trash.")
+        view = self.view(s.connection(), p)
+        if not self._in_trash_view(view, p, n):
+            raise NotFound("No such item in the trash.")
+        access.need_write(view, parse_path(n.trashed_path))  # restoring or purging writes there
         return n
 
     def trash_restore(self, p: Principal, node_id: str) -> Entry:
@@ -679,13 +716,20 @@ class FileService:
         self._writable(p)
         with self.db.write() as s:
             if node_id is None:
-                ids = list(
-                    s.scalars(
-                        select(Node.id).where(
+                view = self.view(s.connection(), p)
+                ids = [
+                    n.id
+                    for n in s.scalars(
+                        select(Node).where(
                             Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None)
                         )
                     )
-                )
+                    if view.full
+                    or (
+                        self._in_trash_view(view, p, n)
+                        and view.level_of(n.trashed_path.rsplit("/", 1)[0]) == access.WRITE
+                    )
+                ]
             else:
                 ids = [self._trashed(s, p, node_id).id]
             count = 0
@@ -722,6 +766,7 @@ class FileService:
                 s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(vids)))
                 s.execute(delete(Version).where(Version.id.in_(vids)))
             s.execute(delete(NodeProperty).where(NodeProperty.node_id == nid))
+            access.drop_node_grants(s.connection(), tenant_id, nid)
             s.execute(delete(Node).where(Node.id == nid, Node.tenant_id == tenant_id))
         return len(order)
 
@@ -733,9 +778,34 @@ class FileService:
             known = c.scalars(
                 sql.EXISTING_CHUNKS, {"tenant_id": p.tenant_id, "hashes": [digest]}
             ).first()
+            if known is not None and not self.chunks_visible(c, p, [digest]):
+                known = None
         if known is None:
             raise NotFound("This Client has no such chunk.")
         return self.store.get(p.tenant_id, digest)
+
+    def chunks_visible(self, conn: Connection, p: Principal, digests: list[str]) -> bool:
+        """May ``p`` fetch these chunks? Owners and admins: any of the Client's. A member:
+        only chunks of a file (any version) they may read (R-SHARE-1)."""
+        view = self.view(conn, p)
+        if view.full:
+            return True
+        wanted = set(digests)
+        holders: dict[str, set[str]] = {}
+        vc, v = sql.VERSION_CHUNKS, sql.VERSIONS
+        for i in range(0, len(digests), 500):
+            for h, node_id in conn.execute(
+                select(vc.c.hash, v.c.node_id)
+                .join(v, v.c.id == vc.c.version_id)
+                .where(vc.c.tenant_id == p.tenant_id, vc.c.hash.in_(digests[i : i + 500]))
+                .distinct()
+            ):
+                holders.setdefault(node_id, set()).add(h)
+        seen: set[str] = set()
+        for node_id, parts in access.node_paths(conn, p.tenant_id, holders).items():
+            if view.level(parts) >= access.READ:
+                seen |= holders[node_id]
+        return wanted <= seen
 
     # ---- dead properties (WebDAV PROPPATCH) ---------------------------------------
     def properties(self, p: Principal, path: str | RemotePath) -> dict[str, bytes]:
@@ -743,6 +813,7 @@ class FileService:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.db.read() as s:
+            access.need_visible(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             return {
                 r.name: r.value
@@ -762,6 +833,7 @@ class FileService:
                     f"values up to {MAX_PROPERTY_BYTES:,} bytes)."
                 )
         with self.db.write() as s:
+            access.need_write(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             for name, value in values.items():
                 s.execute(

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, select
 from allset.core.errors import Conflict, NotFound
 from allset.core.paths import RemotePath
 from allset.core.principal import Principal
-from allset.files import sql
+from allset.files import access, sql
 from allset.files.events import latest_change
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def take_snapshot(svc: FileService, p: Principal, path: RemotePath) -> Snapshot:
         # two reads is then in the listing *and* after the cursor (replayed, harmless),
         # never in neither.
         cursor = latest_change(c, p.tenant_id)
+        view = svc.view(c, p)  # a member's snapshot holds only what they may see
+        access.need_visible(view, path)
         top = svc.lookup(c, p.tenant_id, path)
         if top is None:
             raise NotFound(f"Nothing at {path}.")
@@ -79,6 +81,8 @@ def take_snapshot(svc: FileService, p: Principal, path: RemotePath) -> Snapshot:
             continue
         for node_id, _, name, kind, size, sha256, version_id, mtime in children.get(parent_id, ()):
             rel = prefix + name
+            if not view.full and view.level((*path.parts, *rel.split("/"))) == access.NONE:
+                continue  # nor anything below it: invisibility is inherited
             if kind == "dir":
                 entries.append({"path": rel, "type": "folder", "mtime": mtime.isoformat()})
                 stack.append((node_id, rel + "/", depth + 1))

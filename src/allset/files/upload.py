@@ -41,7 +41,7 @@ from allset.core.paths import RemotePath
 from allset.core.principal import Principal
 from allset.core.units import format_size
 from allset.db.models import utcnow
-from allset.files import sql
+from allset.files import access, sql
 from allset.files.entries import Entry
 from allset.files.service import _entry, check_etag
 
@@ -292,6 +292,9 @@ class Upload:
         found that folder, and ``touch=False`` when it already updated its mtime: two
         statements fewer per file, in a loop where statements are the cost."""
         svc, p, rp, tenant = self.svc, self.p, self.path, self.tenant
+        # Checked again in the commit's transaction: a grant withdrawn while the bytes
+        # travelled stops the commit (R-SHARE-1).
+        access.need_write(svc.view(c, p), rp)
         mtime = self.mtime or utcnow()
         if parent is None:
             if self.parents:
@@ -448,6 +451,7 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
     if path.is_root:
         raise Conflict("The root folder cannot be replaced by a file.")
     with svc.db.read_conn() as c:
+        access.need_write(svc.view(c, p), path)  # before any byte is read (R-SHARE-1)
         if kw.get("parents"):  # missing folders are made at commit; a file in the way is 409
             found = svc.lookup(c, p.tenant_id, path.parent)
             parent = found if found is not None and found.kind == "dir" else None
@@ -555,6 +559,7 @@ def put_chunk(svc: FileService, p: Principal, digest: str, data: bytes) -> bool:
     Returns False when the Client already had it. Unreferenced chunks are reclaimed by
     the orphan collector after the grace period if no commit uses them."""
     svc._writable(p)
+    access.check_some_write(svc, p)
     if len(data) > MAX_CHUNK:
         raise InvalidInput(f"A chunk is at most {MAX_CHUNK:,} bytes.")
     if hashlib.sha256(data).hexdigest() != digest:
@@ -568,6 +573,7 @@ def put_chunk(svc: FileService, p: Principal, digest: str, data: bytes) -> bool:
 def missing_chunks(svc: FileService, p: Principal, digests: list[str]) -> list[str]:
     """Which of these chunks this Client does not have (so must send)."""
     svc._writable(p)
+    access.check_some_write(svc, p)
     known: set[str] = set()
     with svc.db.read_conn() as c:
         for i in range(0, len(digests), 500):
