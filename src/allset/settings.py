@@ -46,6 +46,18 @@ class Settings:
     upload_max_size: int = 1024 * GiB  # largest single file (tus announces it)
     dav_apple_files: str = "hide"  # macOS ._* and .DS_Store over WebDAV: allow|hide|refuse
     metrics_public: bool = False  # /metrics answers loopback only unless set
+    # Invitations (R-SHARE-1) go out through this SMTP server; no host: the API hands the
+    # one-time link to the inviting owner or admin instead.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = ""  # put it in DATA/allset.toml (mode 0600) or ALLSET_SMTP_PASSWORD
+    smtp_starttls: bool = True  # upgrade a plain connection with STARTTLS
+    smtp_ssl: bool = False  # implicit TLS from the first byte (usually port 465)
+    smtp_timeout_seconds: int = 10
+    mail_from: str = ""  # e.g. "allset <noreply@example.fr>"
+    public_url: str = ""  # how users reach the server, for links in emails; empty: host:port
+    invitation_days: int = 7  # an invitation link expires after this
     log_json: bool = True
     log_level: str = "INFO"
 

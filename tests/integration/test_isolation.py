@@ -566,6 +566,30 @@ def probes_snapshot(w: AliceWorld) -> list[Probe]:
 OwnCall = Callable[[TestClient, Account], list[tuple[Req, tuple[str, str] | None]]]
 
 
+def user_probes(label: str, make: Callable[[str], Req]) -> Callable[[AliceWorld], list[Probe]]:
+    """Alice's user id (and every other id of hers) where a user id goes (R-SHARE-1)."""
+
+    def probes(w: AliceWorld) -> list[Probe]:
+        ids = [w.account.principal.id, *w.all_ids]
+        return [Probe(f"{label} {i}", make, i, fake_id()) for i in ids]
+
+    return probes
+
+
+def own_invite(client: TestClient, bob: Account) -> list[tuple[Req, tuple[str, str] | None]]:
+    email = f"new-{secrets.token_hex(4)}@bob.example"
+    return [(Req("POST", f"{API}/users", json={"email": email, "role": "member"}), bob.auth)]
+
+
+def own_accept(client: TestClient, bob: Account) -> list[tuple[Req, tuple[str, str] | None]]:
+    """Bob invites someone (no SMTP here: the link comes back) who then accepts."""
+    email = f"joiner-{secrets.token_hex(4)}@bob.example"
+    link = _ok(client.post(f"{API}/users", json={"email": email}, auth=bob.auth), 201).json()
+    token = link["link"].split("#token=", 1)[1]
+    body = {"token": token, "password": "a long enough password"}
+    return [(Req("POST", f"{API}/invitations/accept", json=body), None)]
+
+
 def own_login(client: TestClient, bob: Account) -> list[tuple[Req, tuple[str, str] | None]]:
     return [
         (
@@ -630,6 +654,35 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/chunks/fetch"): Route(probes=probes_chunks_fetch),
     ("POST", "/commit/batch"): Route(probes=probes_commit_batch),
     ("GET", "/snapshot/{path}"): Route(probes=probes_snapshot, own=own_simple("GET", "/snapshot/")),
+    ("GET", "/users"): Route(own=own_simple("GET", "/users")),
+    ("POST", "/users"): Route(own=own_invite),
+    ("GET", "/users/{user_id}"): Route(
+        probes=user_probes("GET user", lambda i: Req("GET", f"{API}/users/{i}"))
+    ),
+    ("PATCH", "/users/{user_id}"): Route(
+        probes=user_probes(
+            "PATCH user", lambda i: Req("PATCH", f"{API}/users/{i}", json={"role": "member"})
+        )
+    ),
+    ("DELETE", "/users/{user_id}"): Route(
+        probes=user_probes("DELETE user", lambda i: Req("DELETE", f"{API}/users/{i}"))
+    ),
+    ("POST", "/users/{user_id}/invitation"): Route(
+        probes=user_probes("reinvite", lambda i: Req("POST", f"{API}/users/{i}/invitation"))
+    ),
+    ("GET", "/users/{user_id}/grants"): Route(
+        probes=user_probes("GET grants", lambda i: Req("GET", f"{API}/users/{i}/grants"))
+    ),
+    ("PUT", "/users/{user_id}/grants"): Route(
+        probes=user_probes(
+            "PUT grant",
+            lambda i: Req("PUT", f"{API}/users/{i}/grants", json={"path": "/", "access": "write"}),
+        )
+    ),
+    ("DELETE", "/users/{user_id}/grants/{grant_id}"): Route(
+        probes=user_probes("DELETE grant", lambda i: Req("DELETE", f"{API}/users/{i}/grants/{i}"))
+    ),
+    ("POST", "/invitations/accept"): Route(own=own_accept),
     ("GET", "/changes"): Route(
         own=lambda c, b: [
             (Req("GET", f"{API}/changes"), b.auth),

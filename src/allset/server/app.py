@@ -33,7 +33,7 @@ from allset.server.dav.app import MOUNT as DAV_MOUNT
 from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
-from allset.server.rest import account, chunks, feed, files, tree
+from allset.server.rest import account, chunks, feed, files, tree, users
 from allset.server.transfers import TransferMiddleware, Transfers
 from allset.server.tus import MOUNT as TUS_MOUNT
 from allset.server.tus import TusFront
@@ -131,6 +131,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     api.state.runtime = runtime
     for r in (files.router, tree.router, chunks.router, feed.router, account.router):
         api.include_router(r)
+    api.include_router(users.router)  # R-SHARE-1: the Client's users and their access
     return api
 
 

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from allset.core.principal import Principal
+from allset.files import access
 from allset.server.auth import client_ip
 from allset.server.rest.deps import principal, runtime
 
@@ -89,4 +90,10 @@ async def me(request: Request, caller: Caller) -> JSONResponse:
             "quota_bytes": u.quota,
             "in_flight_bytes": u.inflight,
         }
+        # R-SHARE-1: what this user may reach ("all" for owners and admins).
+        body["access"] = (
+            "all"
+            if caller.role in access.MANAGERS
+            else await run_in_threadpool(access.grants_of, rt.files, caller, caller.id)
+        )
     return JSONResponse(body)
