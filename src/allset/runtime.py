@@ -19,6 +19,7 @@ from allset.core.ids import new_id
 from allset.db.engine import Database
 from allset.db.models import Setting
 from allset.files.leases import ChunkLeases
+from allset.files.links import LinkService
 from allset.files.resumable import Resumables
 from allset.files.service import FileService
 from allset.observability import CHUNK_REPAIRS
@@ -41,6 +42,7 @@ class Runtime:
     accounts: Accounts
     files: FileService
     resumables: Resumables
+    links: LinkService
 
     def close(self) -> None:
         self.store.close()
@@ -82,7 +84,14 @@ def build_runtime(settings: Settings) -> Runtime:
         timedelta(hours=settings.resumable_expiry_hours),
         settings.upload_max_size,
     )
-    return Runtime(settings, db, store, leases, accounts, files, resumables)
+    links = LinkService(
+        files,
+        settings.data_dir / "links.key",
+        default_days=settings.link_default_days,
+        max_days=settings.link_max_days,
+        link_bytes_per_day=settings.link_bytes_per_day,
+    )
+    return Runtime(settings, db, store, leases, accounts, files, resumables, links=links)
 
 
 @dataclass

@@ -58,6 +58,10 @@ class Settings:
     mail_from: str = ""  # e.g. "allset <noreply@example.fr>"
     public_url: str = ""  # how users reach the server, for links in emails; empty: host:port
     invitation_days: int = 7  # an invitation link expires after this
+    link_default_days: int = 7  # public links (R-SHARE-2): expiry when none is given
+    link_max_days: int = 90  # the longest expiry a Client may choose (its plan's maximum)
+    link_bytes_per_day: int = 0  # R-SHARE-5 default threshold per Client; 0 = none
+    link_throttled_rate: int = parse_rate("1Mbit")  # link downloads above the threshold
     log_json: bool = True
     log_level: str = "INFO"
 
@@ -90,8 +94,8 @@ class Settings:
         return Path(self.tls_key) if self.tls_key else self.data_dir / "tls" / "key.pem"
 
 
-_SIZES = {"default_quota", "upload_max_size"}
-_RATES = {"default_bandwidth"}
+_SIZES = {"default_quota", "upload_max_size", "link_bytes_per_day"}
+_RATES = {"default_bandwidth", "link_throttled_rate"}
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:

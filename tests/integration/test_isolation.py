@@ -82,10 +82,20 @@ class AliceWorld:
     session_token: str = ""
     extra_app_password: str = ""
     etags: dict[str, str] = field(default_factory=dict)  # file path -> ETag
+    link_ids: list[str] = field(default_factory=list)  # public links (R-SHARE-2)
+    link_urls: list[str] = field(default_factory=list)
 
     @property
     def all_ids(self) -> list[str]:
-        return sorted({*self.node_ids, *self.version_ids, *self.trash_ids, *self.credential_ids})
+        return sorted(
+            {
+                *self.node_ids,
+                *self.version_ids,
+                *self.trash_ids,
+                *self.credential_ids,
+                *self.link_ids,
+            }
+        )
 
     def secrets(self) -> dict[str, list[bytes]]:
         """Each secret with the encodings it could take in a body or a header."""
@@ -109,6 +119,8 @@ class AliceWorld:
             self.account.app_password,
             self.session_token,
             self.extra_app_password,
+            *self.link_urls,
+            *(u.rsplit("/", 1)[-1] for u in self.link_urls),
         ]:
             add(s)
         for sha in self.sha256s:
@@ -206,6 +218,10 @@ def build_alice(client: TestClient, alice: Account) -> AliceWorld:
     creds = _ok(client.get(f"{API}/auth/credentials", auth=auth)).json()["credentials"]
     w.credential_ids = [c["id"] for c in creds]
     assert len(w.credential_ids) == 3  # fixture app password, extra app password, session
+    for path in (f"/{F_TOP}", f"/{D_TOP}"):
+        made = _ok(client.post(f"{API}/links", json={"path": path}, auth=auth), 201).json()
+        w.link_ids.append(made["id"])
+        w.link_urls.append(made["url"])
     w.sha256s = sorted(set(w.sha256s))
     w.node_ids = sorted(set(w.node_ids))
     return w
@@ -562,6 +578,48 @@ def probes_snapshot(w: AliceWorld) -> list[Probe]:
     return path_probes(w, object_paths(w), "snapshot", lambda p: Req("GET", url_of("snapshot", p)))
 
 
+def probes_link_create(w: AliceWorld) -> list[Probe]:
+    """Publishing acts in Bob's space: Alice's paths are as missing as random ones."""
+    return path_probes(
+        w, object_paths(w), "link create", lambda p: Req("POST", f"{API}/links", json={"path": p})
+    )
+
+
+def probes_link(w: AliceWorld, method: str, suffix: str) -> list[Probe]:
+    return id_probes(w, f"{method} link", lambda i: Req(method, f"{API}/links/{i}{suffix}"))
+
+
+def probes_operator_links(w: AliceWorld) -> list[Probe]:
+    """Operator routes do not exist for a Client (404), whatever the Client names."""
+    return [
+        Probe(
+            "operator links",
+            lambda t: Req("GET", f"{API}/operator/links?tenant={t}"),
+            w.account.tenant,
+            f"nowhere{secrets.token_hex(3)}",
+        )
+    ]
+
+
+def probes_operator_link(w: AliceWorld, action: str) -> list[Probe]:
+    probes = id_probes(
+        w,
+        f"operator {action}",
+        lambda i: Req("POST", f"{API}/operator/links/{i}/{action}", json={"reason": "bob"}),
+    )
+    for url in w.link_urls:  # by token too
+        token = url.rsplit("/", 1)[-1]
+        probes.append(
+            Probe(
+                f"operator {action} by token",
+                lambda t: Req("POST", f"{API}/operator/links/{t}/{action}", json={"reason": "b"}),
+                token,
+                secrets.token_urlsafe(24),
+            )
+        )
+    return probes
+
+
 # Routes without any identifier: Bob's own things. Each returns requests to send as Bob.
 OwnCall = Callable[[TestClient, Account], list[tuple[Req, tuple[str, str] | None]]]
 
@@ -654,6 +712,17 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/chunks/fetch"): Route(probes=probes_chunks_fetch),
     ("POST", "/commit/batch"): Route(probes=probes_commit_batch),
     ("GET", "/snapshot/{path}"): Route(probes=probes_snapshot, own=own_simple("GET", "/snapshot/")),
+    ("POST", "/links"): Route(probes=probes_link_create),
+    ("GET", "/links"): Route(own=own_simple("GET", "/links")),
+    ("GET", "/links/{link_id}"): Route(probes=lambda w: probes_link(w, "GET", "")),
+    ("DELETE", "/links/{link_id}"): Route(probes=lambda w: probes_link(w, "DELETE", "")),
+    ("GET", "/operator/links"): Route(probes=probes_operator_links),
+    ("POST", "/operator/links/{ref}/suspend"): Route(
+        probes=lambda w: probes_operator_link(w, "suspend")
+    ),
+    ("POST", "/operator/links/{ref}/resume"): Route(
+        probes=lambda w: probes_operator_link(w, "resume")
+    ),
     ("GET", "/users"): Route(own=own_simple("GET", "/users")),
     ("POST", "/users"): Route(own=own_invite),
     ("GET", "/users/{user_id}"): Route(

@@ -83,6 +83,8 @@ class Tenant(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended
     status_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # R-SHARE-5: bytes per UTC day through public links before they are throttled.
+    link_bytes_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class User(Base):
@@ -256,6 +258,36 @@ class Event(Base):
     __table_args__ = (Index("ix_events_tenant_seq", "tenant_id", "id"),)
 
 
+class Link(Base):
+    """A public link ``/s/{token}`` to a file or folder of a Client (R-SHARE-2..5).
+
+    Only the SHA-256 of the token is stored (the token carries 192 random bits, so a
+    fast hash cannot be reversed or guessed); ``token_hint`` is its first characters,
+    for people to recognise a link in a listing. The link follows its node (a move
+    keeps it working); a trashed node makes it answer 404."""
+
+    __tablename__ = "links"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # No foreign key: purging a node from the trash leaves its links dead (404), not stuck.
+    node_id: Mapped[str] = mapped_column(ID, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hint: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(8))  # download | drop
+    created_by: Mapped[str] = mapped_column(ID)  # a user id (no FK: users may be removed)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    max_downloads: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_served: Mapped[int] = mapped_column(BigInteger, default=0)
+    uploads: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    suspended_reason: Mapped[str] = mapped_column(Text, default="")
+    suspended_by: Mapped[str] = mapped_column(String(400), default="")
+
+
 class FolderGrant(Base):
     """A member's access to one folder and everything below it (R-SHARE-1): "read" or
     "write". It names the folder by node id, so it follows the folder through moves and
@@ -308,6 +340,7 @@ __all__ = [
     "Event",
     "FolderGrant",
     "Invitation",
+    "Link",
     "Node",
     "Operator",
     "Setting",

@@ -31,6 +31,9 @@ from allset.runtime import Runtime
 from allset.server.control import ControlServer
 from allset.server.dav.app import MOUNT as DAV_MOUNT
 from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
+from allset.server.links import api as links_api
+from allset.server.links.public import MOUNT as LINKS_MOUNT
+from allset.server.links.public import LinksFront
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, chunks, feed, files, tree, users
@@ -132,6 +135,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     for r in (files.router, tree.router, chunks.router, feed.router, account.router):
         api.include_router(r)
     api.include_router(users.router)  # R-SHARE-1: the Client's users and their access
+    api.include_router(links_api.router)
     return api
 
 
@@ -194,6 +198,13 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         data = await run_in_threadpool(generate_latest, REGISTRY)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
+    async def robots(request: Request) -> Response:
+        """R-SHARE-3: crawlers keep out of public links (which also say noindex)."""
+        return Response(
+            "User-agent: *\nDisallow: /s/\nDisallow: /api/\nDisallow: /dav/\n",
+            media_type="text/plain",
+        )
+
     async def maintenance_loop() -> None:
         interval = max(5, settings.maintenance_interval_seconds)
         for _ in range(10**9):  # bounded in count, effectively forever at any interval >= 5 s
@@ -239,6 +250,8 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             Route(DAV_MOUNT, DavRootAlias(dav)),
             Mount(DAV_MOUNT, app=dav),
             Mount(TUS_MOUNT, app=TusFront(runtime)),
+            Route("/robots.txt", robots, methods=["GET"]),
+            Mount(LINKS_MOUNT, app=LinksFront(runtime)),
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
