@@ -456,6 +456,41 @@ def user_lost(ctx: click.Context, email: str) -> None:
     )
 
 
+@user.command("list")
+@_data_option
+@click.option("--tenant", "tenant_name", required=True, help="The Client's name.")
+@click.pass_context
+@friendly
+def user_list(ctx: click.Context, tenant_name: str) -> None:
+    """A Client's users, their roles and status (active, invited, removed), for support."""
+    from allset.accounts.invitations import Members
+
+    rt = _runtime(ctx)
+    users = Members(rt.accounts, rt.settings).operator_list(tenant_name)
+    _out(
+        ctx,
+        users,
+        lambda us: (
+            "\n".join(f"{u['email']:40} {u['role']:7} {u['status']}" for u in us) or "No users."
+        ),
+    )
+
+
+@user.command("remove")
+@_data_option
+@click.argument("email")
+@click.pass_context
+@friendly
+def user_remove(ctx: click.Context, email: str) -> None:
+    """Remove a user on the Client's request: every session and app password is revoked
+    at once and their folder access withdrawn; their files stay with the Client."""
+    from allset.accounts.invitations import Members
+
+    rt = _runtime(ctx)
+    Members(rt.accounts, rt.settings).operator_remove(email, actor="operator-cli")
+    _out(ctx, {"email": email, "removed": True}, lambda d: f"Removed {email}.")
+
+
 @main.group()
 def token() -> None:
     """App passwords for programs (WebDAV, sync)."""
