@@ -424,5 +424,88 @@ def verify(local: Path, remote: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+# ---- public links (R-SHARE-2, R-SHARE-5) -----------------------------------------------
+@main.group()
+def share() -> None:
+    """Public links: publish a file or folder, list your links, revoke one."""
+
+
+def _share_line(x: dict[str, Any]) -> str:
+    limit = f"/{x['max_downloads']}" if x.get("max_downloads") else ""
+    line = (
+        f"{x['id']}  {x['state']:<9} {x['kind']:<8} {x.get('path') or '(gone)'}  "
+        f"expires {x['expires']}  {x['downloads']}{limit} downloads, {x['bytes']} bytes"
+    )
+    if x.get("suspended_reason"):
+        line += f"  [suspended by the operator: {x['suspended_reason']}]"
+    return line
+
+
+@share.command("create")
+@click.argument("remote")
+@click.option("--expires", default=None, help="30m, 12h, 7d (default 7d) or an ISO 8601 instant.")
+@click.option("--password-stdin", is_flag=True, help="Protect the link; password from stdin.")
+@click.option("--max-downloads", type=click.IntRange(min=1), default=None)
+@click.option("--drop", is_flag=True, help="An upload-only drop folder (REMOTE is a folder).")
+@json_option
+@friendly
+def share_create(
+    remote: str,
+    expires: str | None,
+    password_stdin: bool,
+    max_downloads: int | None,
+    drop: bool,
+    as_json: bool,
+) -> None:
+    """Publish REMOTE and print its public URL (shown once: only a hash is kept)."""
+    from allset.core.units import parse_deadline, parse_duration
+
+    body: dict[str, Any] = {"path": _remote(remote), "drop": drop}
+    if expires:
+        try:
+            parse_duration(expires)
+            body["expires_in"] = expires
+        except AllsetError:
+            try:
+                body["expires_at"] = parse_deadline(expires).isoformat()
+            except AllsetError as exc:
+                raise profiles.ProfileError(f"--expires: {exc.detail}") from exc
+    if max_downloads is not None:
+        body["max_downloads"] = max_downloads
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise profiles.ProfileError("--password-stdin: no password on standard input.")
+        body["password"] = password
+    prof = profiles.load()
+    with prof.client() as http:
+        made = check_response(http.post(f"{API}/links", json=body), f"sharing {remote}")
+    data = {"id": made["id"], "url": made["url"], "expires": made["expires"], **made}
+    _out(as_json, data, lambda d: d["url"])
+
+
+@share.command("list")
+@json_option
+@friendly
+def share_list(as_json: bool) -> None:
+    """Your links with their counters, state and any takedown reason."""
+    prof = profiles.load()
+    with prof.client() as http:
+        links = check_response(http.get(f"{API}/links"), "listing links")["links"]
+    _out(as_json, links, lambda xs: "\n".join(_share_line(x) for x in xs) or "No links.")
+
+
+@share.command("revoke")
+@click.argument("link_id")
+@json_option
+@friendly
+def share_revoke(link_id: str, as_json: bool) -> None:
+    """Withdraw a link: it stops working at once."""
+    prof = profiles.load()
+    with prof.client() as http:
+        done = check_response(http.delete(f"{API}/links/{quote(link_id, safe='')}"), "revoking")
+    _out(as_json, done, lambda d: f"revoked {d['id']}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
