@@ -40,6 +40,7 @@ from allset.server.rest import account, chunks, feed, files, tree, users
 from allset.server.transfers import TransferMiddleware, Transfers
 from allset.server.tus import MOUNT as TUS_MOUNT
 from allset.server.tus import TusFront
+from allset.server.web.app import WebFront
 
 log = logging.getLogger("allset.server")
 
@@ -252,6 +253,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             Mount(TUS_MOUNT, app=TusFront(runtime)),
             Route("/robots.txt", robots, methods=["GET"]),
             Mount(LINKS_MOUNT, app=LinksFront(runtime)),
+            Mount("/", app=WebFront(runtime)),  # the web interface: last, it takes the rest
         ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,

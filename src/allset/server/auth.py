@@ -1,14 +1,26 @@
-"""Reading credentials off a request (HTTP Basic over TLS, or Bearer)."""
+"""Reading credentials off a request (HTTP Basic over TLS, Bearer, or the web
+interface's session cookie).
+
+The cookie (``__Host-`` prefixed: Secure, path /, no Domain; HttpOnly; SameSite=Lax)
+holds a session token. A browser sends it with any request to this origin, including
+ones a hostile page triggers, so a request authenticated by the cookie alone may only
+read: anything that changes state must also carry the CSRF token in ``X-CSRF-Token``
+(or a form's ``csrf`` field, checked by the web pages). The CSRF token is derived from
+the session token (a hash), so only a page that can read our own responses has it, and
+it dies with the session.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from allset.accounts.service import Accounts
-from allset.core.errors import Unauthenticated
+from allset.core.errors import Forbidden, Unauthenticated
 from allset.core.principal import Principal
 
 
@@ -16,14 +28,38 @@ def client_ip(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "unknown"
 
 
-async def authenticate(conn: HTTPConnection, accounts: Accounts) -> Principal:
+SESSION_COOKIE = "__Host-allset-session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: a one-way function of its (secret) token."""
+    return hashlib.sha256(b"allset-csrf\0" + session_token.encode()).hexdigest()[:40]
+
+
+def csrf_ok(session_token: str, sent: str | None) -> bool:
+    return bool(sent) and hmac.compare_digest(csrf_token(session_token), sent or "")
+
+
+async def authenticate(conn: HTTPConnection, accounts: Accounts, cookie: bool = False) -> Principal:
+    """The caller, from ``Authorization`` or (``cookie=True``: the API and tus, which the
+    web interface calls) the session cookie, with the CSRF rule above."""
     cached = conn.scope.get("allset.principal")
     if isinstance(cached, Principal):
         return cached
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     ip = client_ip(conn)
-    if scheme.lower() == "basic" and value:
+    session = conn.cookies.get(SESSION_COOKIE, "") if cookie and not header else ""
+    if session:
+        method = conn.scope.get("method", "GET")
+        if method not in SAFE_METHODS and not csrf_ok(session, conn.headers.get("x-csrf-token")):
+            raise Forbidden(
+                "This request comes with the web session's cookie but without its CSRF "
+                "token (X-CSRF-Token); reload the page and try again."
+            )
+        principal = await run_in_threadpool(accounts.authenticate_token, session, ip)
+    elif scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII input

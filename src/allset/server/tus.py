@@ -158,7 +158,7 @@ class TusFront:
             await resp(scope, receive, tus_send)
 
     async def _principal(self, request: Request) -> Principal:
-        return await authenticate(request, self.runtime.accounts)
+        return await authenticate(request, self.runtime.accounts, cookie=True)
 
     async def options(self, request: Request) -> Response:
         return Response(

@@ -20,7 +20,7 @@ def runtime(request: Request) -> Runtime:
 
 
 async def principal(request: Request) -> Principal:
-    return await authenticate(request, runtime(request).accounts)
+    return await authenticate(request, runtime(request).accounts, cookie=True)
 
 
 def path_after(request: Request, marker: str) -> RemotePath:
