@@ -578,3 +578,32 @@ def test_other_client_member_is_isolated(
     grant(client, carol, cm, "/", "write")
     assert names(client, cm.auth, "/") == set()
     assert client.get(url("files", "/Shared/s.txt"), auth=cm.auth).status_code == 404
+
+
+def test_dedup_is_no_way_around_folder_access(client: TestClient, world: World) -> None:
+    """A member who knows the SHA-256 of a chunk in a folder they cannot read learns
+    nothing from /chunks/missing and cannot commit it into their own folder; sending the
+    bytes (proof that they hold them) makes it usable, without a second stored copy."""
+    import hashlib
+
+    m = world.member
+    secret = b"secret v2"  # the current content of /Secret/x.txt: one chunk
+    digest = hashlib.sha256(secret).hexdigest()
+    commit = {"path": "/Team/stolen.txt", "sha256": digest, "chunks": [digest]}
+    # the owner is told the Client has it; the member is told it is missing
+    owner_view = client.post(
+        f"{API}/chunks/missing", json={"chunks": [digest]}, auth=world.owner.auth
+    )
+    assert owner_view.json()["missing"] == []
+    member_view = client.post(f"{API}/chunks/missing", json={"chunks": [digest]}, auth=m.auth)
+    assert member_view.json()["missing"] == [digest]
+    stolen = client.post(f"{API}/commit", json=commit, auth=m.auth)
+    assert stolen.status_code == 400 and "send it first" in problem(stolen)["detail"]
+    batch = client.post(f"{API}/commit/batch", json={"files": [commit]}, auth=m.auth)
+    assert batch.json()["results"][0]["status"] == 400
+    assert client.get(url("files", "/Team/stolen.txt"), auth=m.auth).status_code == 404
+    # with the bytes, it is theirs to use
+    sent = client.put(f"{API}/chunks/{digest}", content=secret, auth=m.auth)
+    assert sent.status_code == 201 and sent.json()["stored"] is False  # no second copy
+    assert client.post(f"{API}/commit", json=commit, auth=m.auth).status_code == 201
+    assert client.get(url("files", "/Team/stolen.txt"), auth=m.auth).content == secret

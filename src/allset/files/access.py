@@ -22,6 +22,8 @@ functions of that view and a path.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -365,3 +367,37 @@ def check_some_write(svc: FileService, p: Principal) -> None:
         return
     with svc.db.read_conn() as c:
         need_some_write(load_view(c, p))
+
+
+class Possession:
+    """Chunks a member has shown they hold, by sending their bytes (R-SHARE-1).
+
+    Dedup must not become a way around folder access: a member who learned the SHA-256 of
+    a chunk in a folder they cannot read (or read once, before their access was
+    withdrawn) could otherwise commit it into a folder of theirs and read it there. So a
+    member may build a file only from chunks they may read, or whose bytes they sent
+    (proof of possession), and "which chunks are missing" is answered from what they may
+    use, never from what the Client holds. Kept in process memory like the chunk leases,
+    for a day: a sync or upload commits long before that; after it, the member simply
+    sends the chunk again."""
+
+    TTL_SECONDS = 86_400.0
+    MAX_ENTRIES = 1_000_000
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def prove(self, p: Principal, digests: Iterable[str]) -> None:
+        until = time.monotonic() + self.TTL_SECONDS
+        with self._lock:
+            if len(self._held) > self.MAX_ENTRIES:
+                now = time.monotonic()
+                self._held = {k: v for k, v in self._held.items() if v > now}
+            for d in digests:
+                self._held[(p.id, d)] = until
+
+    def held(self, p: Principal, digests: Iterable[str]) -> set[str]:
+        now = time.monotonic()
+        with self._lock:
+            return {d for d in digests if self._held.get((p.id, d), 0.0) > now}

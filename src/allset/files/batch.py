@@ -132,6 +132,7 @@ def put_chunks(svc: FileService, p: Principal, frames: list[tuple[bytes, memoryv
         if digest in seen:
             continue
         seen.add(digest)
+        svc.possession.prove(p, [digest])
         if not svc.store.has_all(tenant, digest):
             good.append((digest, data))
     svc.store.put_many(tenant, [(d, data) for d, data in good])

@@ -96,6 +96,7 @@ class FileService:
         self.db = db
         self.store = store
         self.leases = leases
+        self.possession = access.Possession()
         self.retention = timedelta(days=retention_days)
         self._roots: dict[str, str] = {}
         # Wakes change-feed long-polls once a transaction that changed a tree commits.
@@ -787,10 +788,17 @@ class FileService:
     def chunks_visible(self, conn: Connection, p: Principal, digests: list[str]) -> bool:
         """May ``p`` fetch these chunks? Owners and admins: any of the Client's. A member:
         only chunks of a file (any version) they may read (R-SHARE-1)."""
+        return set(digests) <= self.readable_chunks(conn, p, digests)
+
+    def usable_chunks(self, conn: Connection, p: Principal, digests: list[str]) -> set[str]:
+        """Which of these chunks ``p`` may build a file from: those they may read, and
+        (members) those whose bytes they sent (``access.Possession``)."""
+        return self.readable_chunks(conn, p, digests) | self.possession.held(p, digests)
+
+    def readable_chunks(self, conn: Connection, p: Principal, digests: list[str]) -> set[str]:
         view = self.view(conn, p)
         if view.full:
-            return True
-        wanted = set(digests)
+            return set(digests)
         holders: dict[str, set[str]] = {}
         vc, v = sql.VERSION_CHUNKS, sql.VERSIONS
         for i in range(0, len(digests), 500):
@@ -805,7 +813,7 @@ class FileService:
         for node_id, parts in access.node_paths(conn, p.tenant_id, holders).items():
             if view.level(parts) >= access.READ:
                 seen |= holders[node_id]
-        return wanted <= seen
+        return seen
 
     # ---- dead properties (WebDAV PROPPATCH) ---------------------------------------
     def properties(self, p: Principal, path: str | RemotePath) -> dict[str, bytes]:

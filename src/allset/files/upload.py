@@ -204,6 +204,14 @@ class Upload:
         read back, verified and hashed in order, and leased so that no collector takes it
         before the commit."""
         leases, store = self.svc.leases, self.svc.store
+        with self.svc.db.read_conn() as c:
+            usable = self.svc.usable_chunks(c, self.p, digests)
+        for digest in digests:
+            if digest not in usable:  # said exactly as for a chunk the server lacks
+                raise InvalidInput(
+                    f"Chunk {digest} is not on the server; send it first (PUT /chunks/…).",
+                    missing=[digest],
+                )
         if self._hash_job is not None:  # in order after anything written before
             self._hash_job.result()
             self._hash_job = None
@@ -564,6 +572,7 @@ def put_chunk(svc: FileService, p: Principal, digest: str, data: bytes) -> bool:
         raise InvalidInput(f"A chunk is at most {MAX_CHUNK:,} bytes.")
     if hashlib.sha256(data).hexdigest() != digest:
         raise DigestMismatch("The chunk's bytes do not hash to its name; nothing was stored.")
+    svc.possession.prove(p, [digest])
     if svc.store.has_all(p.tenant_id, digest):
         return False
     svc.store.put(p.tenant_id, digest, data)
@@ -582,4 +591,11 @@ def missing_chunks(svc: FileService, p: Principal, digests: list[str]) -> list[s
                     sql.EXISTING_CHUNKS, {"tenant_id": p.tenant_id, "hashes": digests[i : i + 500]}
                 )
             )
-    return [d for d in digests if d not in known and not svc.store.has_all(p.tenant_id, d)]
+        # A member is told a chunk is there only if they may use it: the answer must not
+        # reveal what the Client holds elsewhere (R-SHARE-1, access.Possession).
+        usable = svc.usable_chunks(c, p, digests)
+    return [
+        d
+        for d in digests
+        if d not in usable or (d not in known and not svc.store.has_all(p.tenant_id, d))
+    ]
