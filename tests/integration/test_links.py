@@ -12,6 +12,7 @@ import logging
 import re
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -456,3 +457,27 @@ def test_bad_input_is_problem_json(client: TestClient, alice: Account) -> None:
         assert 400 <= r.status_code < 500, (body, r.status_code)
         problem(r)
     assert client.post(f"{API}/links", json={"path": "/f.txt"}).status_code == 401
+
+
+def test_link_urls_use_the_public_url_when_set(tmp_path: Path) -> None:
+    """Behind a reverse proxy the request's host may be an internal name: links carry
+    the ``public_url`` the operator configured."""
+    from allset.runtime import build_runtime, initialise
+    from allset.server.app import build_app
+    from allset.settings import load_settings
+    from conftest import make_account
+
+    settings = load_settings(
+        tmp_path / "data", public_url="https://fichiers.acme.fr/", log_json=False
+    )
+    initialise(settings)
+    rt = build_runtime(settings)
+    try:
+        owner = make_account(rt, name="proxied")
+        with TestClient(build_app(rt, tls=False), base_url="https://internal:8443") as c:
+            assert c.put("/api/v1/files/a.txt", content=b"a", auth=owner.auth).status_code == 201
+            r = c.post("/api/v1/links", json={"path": "/a.txt"}, auth=owner.auth)
+            assert r.status_code == 201, r.text
+            assert r.json()["url"].startswith("https://fichiers.acme.fr/s/")
+    finally:
+        rt.close()

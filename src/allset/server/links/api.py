@@ -42,7 +42,10 @@ def _links(request: Request) -> LinkService:
 
 
 def link_url(request: Request, token: str) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}/s/{token}"
+    """The address people will be given: ``public_url`` when the operator set it (behind
+    a reverse proxy the request's own host may be an internal one), else this request's."""
+    base = runtime(request).settings.public_url.rstrip("/")
+    return f"{base or f'{request.url.scheme}://{request.url.netloc}'}/s/{token}"
 
 
 @router.post("/links", status_code=201, summary="Publish a file or folder (public link)")
