@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +29,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from allset.core.errors import (
     AllsetError,
-    NotFound,
     Suspended,
     TooManyAttempts,
     Unauthenticated,
@@ -38,12 +37,12 @@ from allset.core.principal import Principal
 from allset.core.units import format_size
 from allset.runtime import Runtime
 from allset.server.auth import SESSION_COOKIE, client_ip, csrf_ok, csrf_token
-from allset.server.rest.deps import path_after
+from allset.server.web import account_pages, admin_pages, files_pages, operator_pages
 from allset.server.web.i18n import LANG_COOKIE, LANGS, pick_language, translator
 
 STATIC = Path(__file__).parent / "static"
 PRE_COOKIE = "__Host-allset-pre"  # the sign-in form's double-submit CSRF token
-PAGE = 200
+FLASH_COOKIE = "allset-flash"
 
 # No inline script or style anywhere; nothing from other origins; never framed.
 CSP = (
@@ -98,12 +97,12 @@ class WebFront:
                 Route("/login", self.login, methods=["POST"]),
                 Route("/logout", self.logout, methods=["POST"]),
                 Route("/lang", self.set_language, methods=["POST"]),
-                Route("/files", self.files_root, methods=["GET"]),
-                Route("/files/{path:path}", self.files, methods=["GET"]),
-                Route("/operator", self.operator, methods=["GET"]),
                 Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
             ]
         )
+        # One module per area of the interface, each adding its routes and its words.
+        for area in (files_pages, account_pages, admin_pages, operator_pages):
+            self.router.routes.extend(area.routes(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def secured(message: Message) -> None:
@@ -133,7 +132,11 @@ class WebFront:
         return Ctx(request, lang, principal, csrf_token(token) if principal else "")
 
     def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> Response:
+        flash = unquote(ctx.request.cookies.get(FLASH_COOKIE, ""))
+        kind, _, message = flash.partition(":")
         html = self.env.get_template(template).render(
+            flash=message,
+            flash_kind="error" if kind == "error" else "ok",
             t=ctx.t,
             lang=ctx.lang,
             langs=LANGS,
@@ -142,7 +145,10 @@ class WebFront:
             path=ctx.request.url.path,
             **values,
         )
-        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        resp = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+        if flash:
+            resp.delete_cookie(FLASH_COOKIE, secure=True, httponly=True, samesite="lax")
+        return resp
 
     def to_login(self, ctx: Ctx, message: str = "") -> Response:
         target = ctx.request.url.path
@@ -155,6 +161,40 @@ class WebFront:
 
     def _form_error(self, ctx: Ctx) -> Response:
         return self.render(ctx, "error.html", 403, message=ctx.t("error.csrf"))
+
+    # ---- what every area's handlers use ----------------------------------------------
+    async def signed_in(self, request: Request) -> tuple[Ctx, Response | None]:
+        """(ctx, None) for a signed-in caller, else (ctx, a redirect to the sign-in page
+        that comes back here)."""
+        ctx = await self.context(request)
+        if ctx.principal is None:
+            return ctx, self.to_login(ctx, "expired" if SESSION_COOKIE in request.cookies else "")
+        return ctx, None
+
+    async def form(self, ctx: Ctx) -> dict[str, str] | None:
+        """The posted form's fields if it carries this session's CSRF token, else None
+        (the caller answers ``self.csrf_refused(ctx)``)."""
+        data = await ctx.request.form()
+        fields = {k: str(v) for k, v in data.items() if isinstance(v, str)}
+        token = ctx.request.cookies.get(SESSION_COOKIE, "")
+        return fields if csrf_ok(token, fields.get("csrf")) else None
+
+    def csrf_refused(self, ctx: Ctx) -> Response:
+        return self._form_error(ctx)
+
+    def done(self, url: str, message: str, kind: str = "ok") -> Response:
+        """Redirect after a successful (or refused) action, with a message to show on the
+        next page: every action gives feedback, and a reload never repeats it."""
+        resp = RedirectResponse(url, status_code=303)
+        resp.set_cookie(
+            FLASH_COOKIE,
+            quote(f"{kind}:{message}"[:600]),
+            secure=True,
+            httponly=True,
+            samesite="lax",
+            max_age=60,
+        )
+        return resp
 
     # ---- sign-in -------------------------------------------------------------------
     async def home(self, request: Request) -> Response:
@@ -248,52 +288,3 @@ class WebFront:
         if lang in LANGS:
             resp.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, secure=True, samesite="lax")
         return resp
-
-    # ---- files -----------------------------------------------------------------------
-    async def files_root(self, request: Request) -> Response:
-        return RedirectResponse("/files/", status_code=308)
-
-    async def files(self, request: Request) -> Response:
-        ctx = await self.context(request)
-        if ctx.principal is None:
-            return self.to_login(ctx, "expired" if SESSION_COOKIE in request.cookies else "")
-        p = ctx.principal
-        if p.is_operator:
-            return RedirectResponse("/operator", status_code=303)
-        path = path_after(request, "/files")
-        after = request.query_params.get("after", "")
-        svc = self.runtime.files
-        try:
-            entry, entries, nxt = await run_in_threadpool(svc.list_dir, p, path, after, PAGE)
-        except NotFound:
-            return self.render(ctx, "error.html", 404, message=ctx.t("files.notfound"))
-        if entry.kind != "dir":
-            return RedirectResponse("/api/v1/files" + quote(str(path)), status_code=303)
-        usage = await run_in_threadpool(svc.usage, p)
-        crumbs = [(ctx.t("files.root"), "/files/")]
-        for i, part in enumerate(path.parts):
-            crumbs.append((part, "/files/" + "/".join(quote(x) for x in path.parts[: i + 1])))
-        return self.render(
-            ctx,
-            "files.html",
-            folder=entry,
-            entries=entries,
-            crumbs=crumbs,
-            next_after=nxt,
-            paged=bool(after),
-            here="/files" + "".join("/" + quote(x) for x in path.parts),
-            api="/api/v1/files" + quote(str(path).rstrip("/")),
-            used=usage.used,
-            quota=usage.quota,
-            percent=min(100, round(100 * usage.used / usage.quota)) if usage.quota else 0,
-        )
-
-    # ---- operator ----------------------------------------------------------------------
-    async def operator(self, request: Request) -> Response:
-        ctx = await self.context(request)
-        if ctx.principal is None:
-            return self.to_login(ctx)
-        if not ctx.principal.is_operator:
-            return self.render(ctx, "error.html", 404, message=ctx.t("files.notfound"))
-        tenants = await run_in_threadpool(self.runtime.accounts.list_tenants)
-        return self.render(ctx, "operator.html", tenants=tenants)

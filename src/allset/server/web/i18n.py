@@ -66,6 +66,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+def register(messages: dict[str, tuple[str, str]]) -> None:
+    """Each area of the interface adds its own words (one table per module keeps areas
+    apart); an id used twice is a bug, caught at import."""
+    clash = set(messages) & set(MESSAGES)
+    if clash:
+        raise ValueError(f"message ids defined twice: {sorted(clash)}")
+    MESSAGES.update(messages)
+
+
 def pick_language(cookie: str | None, accept_language: str | None) -> str:
     """The user's choice, else the first of our languages the browser asks for, else
     French. ``Accept-Language`` q-values are honoured (``en;q=0.9, fr;q=0.8`` -> en)."""
