@@ -325,6 +325,23 @@ class Invitation(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class PasswordReset(Base):
+    """A one-time password reset link (R-SEC-2): only the SHA-256 of its token (256
+    random bits) is kept; it expires within the hour and ``used_at`` makes it single-use.
+    A newer request for the same user revokes the older ones."""
+
+    __tablename__ = "password_resets"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+
+
 class Setting(Base):
     """Server-wide facts decided at init (e.g. the installation id)."""
 

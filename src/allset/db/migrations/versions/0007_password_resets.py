@@ -1,4 +1,4 @@
-"""one-time password reset links (R-SEC-2) for the web interface: filled in by the web work
+"""one-time password reset links (R-SEC-2) for the web interface
 
 Revision ID: 0007
 Revises: 0006
@@ -7,6 +7,9 @@ Create Date: 2026-11-28 18:00:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -14,8 +17,35 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "password_resets",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ip", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_password_resets_tenant_id_tenants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_password_resets_user_id_users")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_password_resets")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_password_resets_token_hash")),
+    )
+    op.create_index(
+        op.f("ix_password_resets_tenant_id"), "password_resets", ["tenant_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_password_resets_user_id"), "password_resets", ["user_id"], unique=False
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
+    op.drop_index(op.f("ix_password_resets_tenant_id"), table_name="password_resets")
+    op.drop_table("password_resets")
