@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from allset.accounts.service import Accounts
 from allset.accounts.throttle import LoginThrottle
+from allset.accounts.usage import UsageHistory
 from allset.blobstore.local import LocalBackend
 from allset.blobstore.replicated import RepairEvent, ReplicatedStore
 from allset.core.errors import InvalidInput
@@ -43,6 +44,7 @@ class Runtime:
     files: FileService
     resumables: Resumables
     links: LinkService
+    usage: UsageHistory
 
     def close(self) -> None:
         self.store.close()
@@ -91,7 +93,17 @@ def build_runtime(settings: Settings) -> Runtime:
         max_days=settings.link_max_days,
         link_bytes_per_day=settings.link_bytes_per_day,
     )
-    return Runtime(settings, db, store, leases, accounts, files, resumables, links=links)
+    return Runtime(
+        settings,
+        db,
+        store,
+        leases,
+        accounts,
+        files,
+        resumables,
+        links=links,
+        usage=UsageHistory(db),
+    )
 
 
 @dataclass

@@ -180,7 +180,9 @@ class Accounts:
         with self.db.read() as s:
             return [tenant_view(t) for t in s.scalars(select(Tenant).order_by(Tenant.name))]
 
-    def set_bandwidth(self, name: str, up: int, down: int, actor: str) -> dict[str, Any]:
+    def set_bandwidth(
+        self, name: str, up: int, down: int, actor: str, reason: str = ""
+    ) -> dict[str, Any]:
         if up <= 0 or down <= 0:
             raise InvalidInput("Bandwidth must be greater than 0.")
         with self.db.write() as s:
@@ -191,7 +193,7 @@ class Accounts:
                     tenant_id=t.id,
                     actor=actor,
                     kind="tenant.limit",
-                    detail={"up": up, "down": down},
+                    detail={"up": up, "down": down, **({"reason": reason} if reason else {})},
                 )
             )
             return tenant_view(t)

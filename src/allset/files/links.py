@@ -500,6 +500,12 @@ class LinkService:
             "suspended_by": link.suspended_by or None,
         }
 
+    def find(self, ref: str, p: Principal | None = None) -> dict[str, Any]:
+        """One link as the operator sees it, by token, URL or id (404 otherwise)."""
+        self._operator(p)
+        with self.db.read() as s:
+            return self._operator_view(s, self._find(s, ref))
+
     def list_all(
         self, tenant: str | None = None, p: Principal | None = None
     ) -> list[dict[str, Any]]:

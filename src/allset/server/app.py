@@ -221,7 +221,19 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             except Exception:
                 log.exception("maintenance failed; will retry next cycle")
 
-    transfers = Transfers(runtime.accounts.bandwidth)
+    async def usage_loop() -> None:
+        """Usage history for the charts: transfer counts to the database every minute
+        (a crash loses at most that minute), storage sampled every ten."""
+        for i in range(10**9):
+            try:
+                if i % 10 == 0:
+                    await run_in_threadpool(runtime.usage.sample_storage)
+                await run_in_threadpool(runtime.usage.flush)
+            except Exception:
+                log.exception("usage history not recorded; will retry next minute")
+            await asyncio.sleep(60)
+
+    transfers = Transfers(runtime.accounts.bandwidth, runtime.usage.meter.add)
     control = ControlServer(settings.control_socket, transfers, runtime.accounts.tenant_names)
 
     @contextlib.asynccontextmanager
@@ -232,14 +244,20 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         )
         log.info("startup maintenance", extra={"report": report.__dict__})
         task = asyncio.create_task(maintenance_loop())
+        usage_task = asyncio.create_task(usage_loop())
         await control.start()
         try:
             yield
         finally:
             await control.stop()
             task.cancel()
+            usage_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            with contextlib.suppress(asyncio.CancelledError):
+                await usage_task
+            with contextlib.suppress(Exception):  # best effort: a stop keeps the counts
+                await run_in_threadpool(runtime.usage.flush)
 
     dav = DavFront(runtime)
     app = Starlette(

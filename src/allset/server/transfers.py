@@ -108,8 +108,15 @@ class Transfers:
     """The registry and the buckets. ``load_limits(tenant_id) -> (up, down)`` in bytes/s,
     or None for an unknown Client."""
 
-    def __init__(self, load_limits: Callable[[str], tuple[int, int] | None]) -> None:
+    def __init__(
+        self,
+        load_limits: Callable[[str], tuple[int, int] | None],
+        count: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.load_limits = load_limits
+        # ``count(tenant_id, bytes_in, bytes_out)`` for the usage history: every byte
+        # of every protocol passes here, so this is where a Client's traffic is known.
+        self.count = count
         self.live: dict[int, Transfer] = {}
         self._ids = itertools.count(1)
         self._buckets: dict[str, tuple[TokenBucket, TokenBucket, float]] = {}
@@ -191,6 +198,8 @@ class TransferMiddleware:
                 t = current()
                 if t is not None:
                     t.bytes_in += len(body)
+                    if reg.count is not None:
+                        reg.count(t.tenant_id, len(body), 0)
                     up, _ = await reg.buckets(t.tenant_id)
                     await up.consume(len(body))
                     current()  # an interrupt during the wait takes effect now
@@ -205,6 +214,8 @@ class TransferMiddleware:
                     t = current(sending=True)
                     if t is not None:
                         t.bytes_out += len(body)
+                        if reg.count is not None:
+                            reg.count(t.tenant_id, 0, len(body))
                         _, down = await reg.buckets(t.tenant_id)
                         await down.consume(len(body))
                         current(sending=True)

@@ -37,7 +37,13 @@ from allset.core.principal import Principal
 from allset.core.units import format_size
 from allset.runtime import Runtime
 from allset.server.auth import SESSION_COOKIE, client_ip, csrf_ok, csrf_token
-from allset.server.web import account_pages, admin_pages, files_pages, operator_pages
+from allset.server.web import (
+    account_pages,
+    admin_pages,
+    files_pages,
+    operator_pages,
+    usage_pages,
+)
 from allset.server.web.i18n import LANG_COOKIE, LANGS, pick_language, translator
 
 STATIC = Path(__file__).parent / "static"
@@ -67,6 +73,9 @@ class Ctx:
     lang: str
     principal: Principal | None
     csrf: str
+    # The Client's suspension reason when the session is valid but the Client is
+    # suspended (R-OPS-1): the pages say why instead of just signing the user out.
+    suspended: str | None = None
 
     def t(self, message_id: str, **values: Any) -> str:
         return translator(self.lang)(message_id, **values)
@@ -101,7 +110,7 @@ class WebFront:
             ]
         )
         # One module per area of the interface, each adding its routes and its words.
-        for area in (files_pages, account_pages, admin_pages, operator_pages):
+        for area in (files_pages, account_pages, admin_pages, operator_pages, usage_pages):
             self.router.routes.extend(area.routes(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,14 +131,17 @@ class WebFront:
         )
         token = request.cookies.get(SESSION_COOKIE, "")
         principal = None
+        suspended = None
         if token:
             try:
                 principal = await run_in_threadpool(
                     self.runtime.accounts.authenticate_token, token, client_ip(request)
                 )
-            except (Unauthenticated, Suspended):
+            except Suspended as exc:
+                suspended = str(exc.extra.get("reason") or "")
+            except Unauthenticated:
                 principal = None
-        return Ctx(request, lang, principal, csrf_token(token) if principal else "")
+        return Ctx(request, lang, principal, csrf_token(token) if principal else "", suspended)
 
     def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> Response:
         flash = unquote(ctx.request.cookies.get(FLASH_COOKIE, ""))
@@ -167,6 +179,9 @@ class WebFront:
         """(ctx, None) for a signed-in caller, else (ctx, a redirect to the sign-in page
         that comes back here)."""
         ctx = await self.context(request)
+        if ctx.suspended is not None:
+            reason = ctx.t("login.suspended", reason=ctx.suspended)
+            return ctx, self.render(ctx, "error.html", 403, message=reason)
         if ctx.principal is None:
             return ctx, self.to_login(ctx, "expired" if SESSION_COOKIE in request.cookies else "")
         return ctx, None
@@ -215,6 +230,8 @@ class WebFront:
         notice = {"expired": ctx.t("login.expired"), "out": ctx.t("login.signedout")}.get(
             request.query_params.get("m", ""), ""
         )
+        if ctx.suspended is not None and not error:
+            error = ctx.t("login.suspended", reason=ctx.suspended)
         resp = self.render(
             ctx,
             "login.html",
