@@ -452,6 +452,10 @@ def probes_tree(w: AliceWorld) -> list[Probe]:
     return path_probes(w, object_paths(w), "tree", lambda p: Req("GET", url_of("tree", p)))
 
 
+def probes_zip(w: AliceWorld) -> list[Probe]:
+    return path_probes(w, object_paths(w), "zip", lambda p: Req("GET", url_of("zip", p)))
+
+
 def alice_chunks(w: AliceWorld) -> list[tuple[str, bytes]]:
     """Alice's files are single chunks: (hash, content) of each."""
     return [(hashlib.sha256(c).hexdigest(), c) for c in w.files.values()]
@@ -686,6 +690,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/files/{path}"): Route(probes=probes_put_file),
     ("DELETE", "/files/{path}"): Route(probes=probes_delete_file),
     ("GET", "/tree/{path}"): Route(probes=probes_tree),
+    ("GET", "/zip/{path}"): Route(probes=probes_zip, own=own_simple("GET", "/zip/")),
     ("POST", "/mkdir"): Route(probes=probes_mkdir),
     ("POST", "/move"): Route(probes=lambda w: probes_transfer(w, "move")),
     ("POST", "/copy"): Route(probes=lambda w: probes_transfer(w, "copy")),

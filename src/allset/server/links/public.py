@@ -22,12 +22,10 @@ Every response — pages, files, zips, errors of any status — carries
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import secrets
-import zipfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -49,7 +47,6 @@ from allset.core.errors import (
     AllsetError,
     Conflict,
     InvalidInput,
-    NotFound,
     RangeNotSatisfiable,
     TooManyAttempts,
 )
@@ -63,6 +60,7 @@ from allset.server.links.pages import PAGE_CSP, ROBOTS, human_size, render
 from allset.server.rest.deps import path_after
 from allset.server.transfer import pump_request
 from allset.server.transfers import TokenBucket
+from allset.server.zipstream import zip_folder, zip_headers
 
 log = logging.getLogger("allset.links")
 
@@ -84,7 +82,6 @@ SAFE_INLINE = frozenset(
     }
 )
 UPLOAD_BLOCK = 1024 * 1024
-ZIP_FLUSH = 256 * 1024
 
 _STATUS_TITLES = {
     404: ("Link not found", "This link does not exist or was withdrawn."),
@@ -456,13 +453,9 @@ class LinksFront:
         await run_in_threadpool(self.links.start_download, r)
         top = folder.name or "files"
         resp = StreamingResponse(
-            _zip_stream(self.files, r, folder, top),
+            zip_folder(self.files, r.acting, folder, top),
             media_type="application/zip",
-            headers={
-                "Content-Disposition": "attachment; filename*=UTF-8''"
-                + quote(top + ".zip", safe=""),
-                "Content-Security-Policy": "sandbox; default-src 'none'",
-            },
+            headers=zip_headers(top),
         )
         await self._meter(resp, r)
         return resp
@@ -556,72 +549,3 @@ async def _read_upload(f: UploadFile) -> AsyncIterator[bytes]:
         if not piece:
             return
         yield piece
-
-
-class _Pipe:
-    """A write-only sink for ``zipfile``: it cannot seek, so zipfile writes data
-    descriptors after each member, which is what makes streaming possible."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def write(self, data: bytes) -> int:
-        self.buf += data
-        return len(data)
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-    def take(self) -> bytes:
-        out = bytes(self.buf)
-        self.buf.clear()
-        return out
-
-
-def _zip_stream(files: Any, r: Resolved, folder: RemotePath, top: str) -> Iterator[bytes]:
-    """Blocking generator (Starlette runs it in a thread): each file read chunk by chunk
-    (each chunk verified) into the zip; at most ~one chunk plus 256 KiB in memory."""
-    pipe = _Pipe()
-    with zipfile.ZipFile(pipe, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        stack: list[tuple[RemotePath, str]] = [(folder, top)]
-        while stack:
-            here, prefix = stack.pop()
-            after, empty = "", True
-            while True:
-                _, entries, more = files.list_dir(r.acting, here, after, 1000)
-                for e in entries:
-                    empty = False
-                    path = RemotePath((*here.parts, e.name))
-                    name = f"{prefix}/{e.name}"
-                    if e.kind == "dir":
-                        stack.append((path, name))
-                        continue
-                    with contextlib.suppress(NotFound, Conflict):  # gone meanwhile: skipped
-                        yield from _zip_member(files, r, zf, pipe, path, name)
-                if more is None:
-                    break
-                after = more
-            if empty:
-                zf.writestr(zipfile.ZipInfo(prefix + "/"), b"")
-            if pipe.buf:
-                yield pipe.take()
-    yield pipe.take()
-
-
-def _zip_member(
-    files: Any, r: Resolved, zf: zipfile.ZipFile, pipe: _Pipe, path: RemotePath, name: str
-) -> Iterator[bytes]:
-    readable = files.open_read(r.acting, path)
-    e = readable.entry
-    when = e.mtime.timetuple()[:6] if e.mtime.year >= 1980 else (1980, 1, 1, 0, 0, 0)
-    info = zipfile.ZipInfo(name, date_time=when)
-    info.compress_type = zipfile.ZIP_STORED
-    info.file_size = e.size
-    with zf.open(info, "w", force_zip64=e.size >= 2**31) as w:
-        for ref, lo, hi in files.plan_read(readable):
-            w.write(files.read_piece(readable.tenant_id, ref, lo, hi))
-            if len(pipe.buf) >= ZIP_FLUSH:
-                yield pipe.take()

@@ -1,4 +1,5 @@
-"""File content: PUT (streaming upload), GET/HEAD (ranges, conditionals), DELETE (trash)."""
+"""File content: PUT (streaming upload), GET/HEAD (ranges, conditionals), DELETE (trash),
+and a folder as a zip (GET /zip)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from allset.core.errors import Conflict
 from allset.core.principal import Principal
 from allset.server.files_http import receive_file, send_file, stored_answer
 from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.zipstream import zip_folder, zip_headers
 
 router = APIRouter(tags=["files"])
 PREFIX = "/api/v1/files"
@@ -53,3 +56,25 @@ async def delete_file(request: Request, caller: Caller) -> Response:
     path = path_after(request, PREFIX)
     await run_in_threadpool(rt.files.delete, caller, path, request.headers.get("if-match"))
     return Response(status_code=204)
+
+
+@router.get(
+    "/zip/{path:path}",
+    summary="Download a folder (and everything in it) as a zip",
+    response_class=StreamingResponse,
+)
+async def get_zip(request: Request, caller: Caller) -> Response:
+    """Streamed as it is read, in constant memory, files stored (not recompressed); a
+    member's zip holds only what they may read. 409 for a file (download it with
+    /files instead)."""
+    rt = runtime(request)
+    path = path_after(request, "/api/v1/zip")
+    entry = await run_in_threadpool(rt.files.stat, caller, path)
+    if entry.kind != "dir":
+        raise Conflict(f"{path} is a file; download it with /api/v1/files{path}.")
+    top = entry.name or "files"
+    return StreamingResponse(
+        zip_folder(rt.files, caller, path, top),
+        media_type="application/zip",
+        headers=zip_headers(top),
+    )
