@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 
 from allset.accounts.hashing import hash_secret
 from allset.accounts.usage import UsageHistory
-from allset.db.models import Operator
+from allset.db.models import Operator, Tenant
 from allset.runtime import Runtime
 from allset.server.auth import SESSION_COOKIE, csrf_token
 from allset.server.web.app import WebFront
@@ -207,7 +207,14 @@ def test_usage_days_carry_storage_forward_and_survive_a_failed_flush(
     acc = make_account(runtime, name="history")
     clock = {"today": date(2026, 3, 1)}
     usage = UsageHistory(runtime.db, today=lambda: clock["today"])
+
+    def set_used(n: int) -> None:
+        with runtime.db.write() as s:
+            s.execute(update(Tenant).where(Tenant.id == acc.tenant_id).values(used_bytes=n))
+
+    set_used(1000)
     usage.sample_storage()
+    set_used(3000)  # not sampled: today shows it anyway
     usage.meter.add(acc.tenant_id, 10, 20)
     usage.flush()
     clock["today"] = date(2026, 3, 4)  # two days without any sample
@@ -225,13 +232,14 @@ def test_usage_days_carry_storage_forward_and_survive_a_failed_flush(
     assert [d.day for d in days] == [date(2026, 2, 28) + timedelta(days=i) for i in range(5)]
     assert [d.bytes_in for d in days] == [0, 10, 0, 0, 5]
     assert [d.bytes_out for d in days] == [0, 20, 0, 0, 0]
-    assert [d.used_bytes for d in days] == [0, 0, 0, 0, 0]
+    assert [d.used_bytes for d in days] == [0, 1000, 1000, 1000, 3000]
     with pytest.raises(Exception, match="between 1 and 366"):
         usage.history(acc.tenant_id, 0)
 
 
 def test_chart_axis_is_round_and_covers_the_peak() -> None:
-    assert axis(0)[0] == "B"
+    assert axis(0) == ("B", 1, 1.0, 1.0)
+    assert axis(3) == ("B", 1, 1.0, 3.0)
     unit, size, step, top = axis(3 * (1 << 30) + 5)
     assert unit == "GiB" and size == 1 << 30 and top * size >= 3 * (1 << 30) + 5
     assert step in (0.5, 1, 2, 2.5) and top / step <= 8

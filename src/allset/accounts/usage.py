@@ -145,15 +145,17 @@ class UsageHistory:
     def history(self, tenant_id: str, days: int = 30) -> list[UsageDay]:
         """The last ``days`` UTC days, oldest first, today included. A day without a
         storage sample shows the last earlier one (storage does not vanish overnight);
-        days before the first sample show 0. Counts still in memory are included, so
-        the chart shows this minute's transfers too."""
+        days before the first sample show 0; today shows the current figure. Counts
+        still in memory are included, so the chart shows this minute's transfers too."""
         if not 1 <= days <= MAX_DAYS:
             raise InvalidInput(f"Choose between 1 and {MAX_DAYS} days.")
         end = self.today()
         start = end - timedelta(days=days - 1)
         with self.db.read() as s:
-            if s.get(Tenant, tenant_id) is None:
+            tenant = s.get(Tenant, tenant_id)
+            if tenant is None:
                 raise NotFound("No such Client.")
+            used_now = int(tenant.used_bytes)
             before = s.execute(
                 select(USAGE_DAYS.c.used_bytes)
                 .where(
@@ -184,6 +186,8 @@ class UsageHistory:
             extra = pending.get(key, (0, 0))
             if row is not None and row.used_bytes is not None:
                 used = int(row.used_bytes)
+            if d == end:
+                used = used_now  # today: the figure of this moment, not the last sample
             b_in = (int(row.bytes_in) if row is not None else 0) + extra[0]
             b_out = (int(row.bytes_out) if row is not None else 0) + extra[1]
             out.append(UsageDay(d, used, b_in, b_out))

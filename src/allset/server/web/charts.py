@@ -44,6 +44,8 @@ def axis(max_value: int) -> tuple[str, int, float, float]:
     raw = biggest / 4
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if size == 1:
+        step = max(1.0, round(step))  # no fractions of a byte
     top = math.ceil(biggest / step - 1e-9) * step
     return name, size, step, max(top, step)
 

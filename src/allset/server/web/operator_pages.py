@@ -92,6 +92,10 @@ register(
         "operator.transfers.rate": ("Débit", "Rate"),
         "operator.transfers.time": ("Durée", "Duration"),
         "operator.transfers.anonymous": ("(lien public)", "(public link)"),
+        "operator.interrupt.why": (
+            "Motif de l'interruption (facultatif)",
+            "Reason for the interruption (optional)",
+        ),
         "operator.interrupt.submit": ("Interrompre les transferts", "Interrupt transfers"),
         "operator.interrupt.confirm": (
             "Interrompre tous les transferts en cours de ce Client ?",
