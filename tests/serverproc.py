@@ -29,6 +29,9 @@ class ServerProcess:
         self.plain_http = plain_http
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        # 0: an ephemeral port. A test that restarts the server under a browser sets the
+        # port it had, so the page's origin (cookies, localStorage, upload URLs) survives.
+        self.port = 0
         self.fingerprint = ""
         self.operator_password: str | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -54,7 +57,7 @@ class ServerProcess:
         return json.loads(self.cli("--json", *args, input=input).stdout)
 
     def start(self, timeout: float = 60) -> None:
-        args = [SERVER, "--data", str(self.data_dir), "serve", "--port", "0"]
+        args = [SERVER, "--data", str(self.data_dir), "serve", "--port", str(self.port)]
         if self.plain_http:
             args.append("--plain-http")
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its life
