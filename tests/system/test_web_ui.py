@@ -109,19 +109,19 @@ def test_sign_in_browse_download_language_sign_out(
     expect(page).to_have_url(f"{web_server.url}/files/")
 
     # the hostile name is shown as text, never run
-    expect(page.get_by_role("link", name=hostile)).to_be_visible()
+    expect(page.get_by_role("link", name=hostile, exact=True)).to_be_visible()
     assert page.evaluate("document.querySelectorAll('main img').length") == 0
     expect(page.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "0")
     shot(page, "files-desktop")
 
     with page.expect_download() as dl:
-        page.get_by_role("link", name=hostile).click()
+        page.get_by_role("link", name=hostile, exact=True).click()
     saved = tmp_path / "got.bin"
     dl.value.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(body).digest()
 
-    page.get_by_role("link", name="Projets").click()
-    expect(page.get_by_role("link", name="plan.txt")).to_be_visible()
+    page.get_by_role("link", name="Projets/", exact=True).click()
+    expect(page.get_by_role("link", name="plan.txt", exact=True)).to_be_visible()
     crumbs = page.get_by_role("navigation", name="breadcrumb")
     expect(crumbs).to_contain_text("Mes fichiers")
     crumbs.get_by_role("link", name="Mes fichiers").click()
