@@ -186,6 +186,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "You may not change anything there.",
     ),
     "err.name": ("Ce nom ou ce chemin n'est pas valable : {detail}", "Not a valid name: {detail}"),
+    "err.nofolder": (
+        "Le dossier {folder} n'existe pas ; créez-le d'abord.",
+        "The folder {folder} does not exist; create it first.",
+    ),
     "err.conflict": ("Impossible : {detail}", "Not possible: {detail}"),
     "err.other": ("L'opération a échoué : {detail}", "That did not work: {detail}"),
 }
@@ -242,6 +246,8 @@ def plain_error(ctx: Ctx, exc: AllsetError) -> str:
         return ctx.t("err.forbidden")
     if isinstance(exc, InvalidInput):
         return ctx.t("err.name", detail=exc.detail)
+    if isinstance(exc, Conflict) and exc.extra.get("missing"):
+        return ctx.t("err.nofolder", folder=str(exc.extra["missing"]))
     if isinstance(exc, Conflict):
         return ctx.t("err.conflict", detail=exc.detail)
     return ctx.t("err.other", detail=exc.detail)
