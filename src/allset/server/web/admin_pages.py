@@ -31,6 +31,7 @@ from allset.core.principal import Principal
 from allset.files import access
 from allset.mail import Mailer, MailFailed
 from allset.server.web import share_pages
+from allset.server.web.account_pages import base_url
 from allset.server.web.i18n import register
 
 if TYPE_CHECKING:
@@ -214,7 +215,11 @@ def routes(front: WebFront) -> list[BaseRoute]:
     async def send_invitation(ctx: Ctx, invited: dict[str, Any]) -> tuple[str, str, str]:
         """Email the one-time link: returns (message, kind, link to show or "")."""
         assert ctx.principal is not None
+        # Behind no public_url, the address this owner reached us at is the one that
+        # works (the settings' own host:port may be 0.0.0.0 or an ephemeral port).
         link = invite_link(rt.settings, invited["token"])
+        if not rt.settings.public_url:
+            link = f"{base_url(front, ctx.request)}/invite#token={invited['token']}"
         mailer = Mailer.from_settings(rt.settings)
         email = invited["email"]
         if not mailer.configured:
