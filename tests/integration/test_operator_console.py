@@ -243,3 +243,17 @@ def test_chart_axis_is_round_and_covers_the_peak() -> None:
     unit, size, step, top = axis(3 * (1 << 30) + 5)
     assert unit == "GiB" and size == 1 << 30 and top * size >= 3 * (1 << 30) + 5
     assert step in (0.5, 1, 2, 2.5) and top / step <= 8
+
+
+def test_usage_page_is_for_owners_and_admins(runtime: Runtime, client: TestClient) -> None:
+    acc = make_account(runtime, name="roles")
+    runtime.accounts.create_user("roles", "member@roles.example", "member", "member pass 123", "t")
+    sign_in(client, "member@roles.example", "member pass 123")
+    page = client.get("/usage")
+    assert page.status_code == 403 and "propriétaires et administrateurs" in page.text
+    assert 'href="/usage"' not in client.get("/files/").text  # no menu entry either
+    sign_in(client, acc.email, acc.password)
+    client.cookies.set("allset-lang", "en")
+    page = client.get("/usage?days=90")
+    assert page.status_code == 200 and page.text.count("<rect") == 90 * 3
+    assert "Storage used" in page.text and 'aria-current="true">90 days' in page.text
