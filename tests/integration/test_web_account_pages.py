@@ -355,3 +355,40 @@ def test_public_links_from_the_pages(
     r = client.post(f"/shares/{link_id}/revoke", data={"csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303
     assert client.get("/api/v1/links", auth=alice.auth).json()["links"][0]["state"] == "revoked"
+
+
+def test_odd_input_is_answered_in_plain_words_never_a_500(
+    client: TestClient, runtime: Runtime, alice: Account
+) -> None:
+    csrf = sign_in(client, alice.email, alice.password)
+    uid = runtime.accounts.create_user(alice.tenant, "m@alice.example", "member", None, "t")["id"]
+    odd = ["x", "%00", "a..b", "a" * 300, "ap-" + "A" * 40]
+    for value in odd:
+        assert client.get(f"/admin/users/{value}").status_code == 404
+        r = client.post(f"/admin/users/{value}", data={"csrf": csrf, "action": "remove"})
+        assert r.status_code == 404
+        assert client.post(f"/shares/{value}/revoke", data={"csrf": csrf}).status_code == 404
+        r = client.post(f"/account/credentials/{value}/revoke", data={"csrf": csrf})
+        assert r.status_code == 404
+    for path in ["/a\x00b", "relative/..", "/" + "n" * 5000]:
+        r = client.post(f"/admin/users/{uid}", data={"csrf": csrf, "action": "grant", "path": path})
+        assert r.status_code in (400, 404), (path, r.status_code)
+        r = client.post("/shares", data={"csrf": csrf, "path": path})
+        assert r.status_code in (400, 404), (path, r.status_code)
+    for field in ["company", "contact_email", "phones", "contact_name"]:
+        r = client.post("/admin/contact", data={"csrf": csrf, field: "x\x00y"})
+        assert r.status_code == 400, field
+    r = client.post(f"/admin/users/{uid}", data={"csrf": csrf, "action": "role", "role": "god"})
+    assert r.status_code == 400
+    r = client.post(f"/admin/users/{uid}", data={"csrf": csrf, "action": "nonsense"})
+    assert r.status_code == 404
+    for days in ["-1", "0", "abc", "1e9"]:
+        r = client.post("/shares", data={"csrf": csrf, "path": "/", "days": days})
+        assert r.status_code == 400, days
+    pre = public_pre(client, "/lost")
+    assert client.post("/lost", data={"pre": pre, "email": "a\x00@b.fr"}).status_code == 200
+    pre = public_pre(client, "/reset")
+    bad = {"pre": pre, "token": "\x00", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+    assert client.post("/reset", data=bad).status_code == 410
+    pre = public_pre(client, "/invite")
+    assert client.post("/invite", data=dict(bad, pre=pre)).status_code == 410

@@ -25,6 +25,7 @@ from allset.core.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    InvalidName,
     NotFound,
 )
 from allset.core.principal import Principal
@@ -144,6 +145,10 @@ register(
         "admin.grant.notfound": (
             "Il n'y a pas de dossier à « {path} ».",
             "There is no folder at “{path}”.",
+        ),
+        "admin.grant.badpath": (
+            "Ce chemin de dossier n'est pas valable : {detail}",
+            "This folder path is not valid: {detail}",
         ),
         "admin.grant.file": (
             "« {path} » est un fichier ; l'accès se donne à des dossiers.",
@@ -323,6 +328,9 @@ def routes(front: WebFront) -> list[BaseRoute]:
                 except NotFound:
                     msg = ctx.t("admin.grant.notfound", path=path)
                     return await user_page(ctx, uid, 404, grant_error=msg, grant_path=path)
+                except InvalidName as exc:
+                    msg = ctx.t("admin.grant.badpath", detail=exc.detail)
+                    return await user_page(ctx, uid, 400, grant_error=msg, grant_path=path)
                 except InvalidInput:
                     msg = ctx.t("admin.grant.file", path=path)
                     return await user_page(ctx, uid, 400, grant_error=msg, grant_path=path)
