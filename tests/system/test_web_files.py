@@ -214,5 +214,6 @@ def test_upload_resumes_after_server_restart(browser: Browser, tmp_path: Path) -
             [entry] = [e for e in r.json()["entries"] if e["name"] == "gros.bin"]
             assert entry["sha256"] == sha(body) and entry["size"] == len(body)
         assert page.violations == []  # type: ignore[attr-defined]
+        page.context.close()  # no keep-alive connection left to delay the shutdown
     finally:
         server.stop()
