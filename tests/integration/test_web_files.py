@@ -160,3 +160,28 @@ def test_listing_sort_and_paging_links(client: TestClient, alice: Account) -> No
     bad = client.get("/files/Many/?sort=size&after=garbage")
     assert bad.status_code == 400 and "première page" in bad.text
     assert client.get("/files/Nowhere/").status_code == 404
+    root = client.get("/files/").text
+    zip_href = root.split('class="button" href="', 1)[1].split('"', 1)[0]
+    assert zip_href == "/api/v1/zip/"
+    assert client.get(zip_href).headers["content-type"] == "application/zip"
+
+
+def test_pages_in_english(client: TestClient, alice: Account) -> None:
+    client.put(f"{API}/files/v.txt", content=b"one", auth=alice.auth)
+    client.put(f"{API}/files/v.txt", content=b"two", auth=alice.auth)
+    client.delete(f"{API}/files/v.txt", auth=alice.auth)
+    client.put(f"{API}/files/w.txt", content=b"w", auth=alice.auth)
+    client.put(f"{API}/files/w.txt", content=b"ww", auth=alice.auth)
+    sign_in(client, alice)
+    client.cookies.set("allset-lang", "en")
+    pages = {
+        "/files/": ["Upload files", "Choose a folder", "Sort by Size", "Download the folder"],
+        "/item/w.txt": ["Show the SHA-256 fingerprint", "Move to the trash", "Restore this"],
+        "/trash": ["Empty the trash", "Delete v.txt for good", "Original location"],
+    }
+    for url, words in pages.items():
+        r = client.get(url)
+        assert r.status_code == 200, url
+        for w in words:
+            assert w in r.text, (url, w)
+        assert "Corbeille" not in r.text and "Envoyer" not in r.text, url

@@ -225,6 +225,11 @@ def url_of(prefix: str, path: RemotePath | str) -> str:
     return prefix + "".join("/" + quote(x, safe="") for x in parts)
 
 
+def zip_url(path: RemotePath) -> str:
+    """The root's zip is ``/api/v1/zip/`` (the route needs the slash)."""
+    return url_of("/api/v1/zip", path) if path.parts else "/api/v1/zip/"
+
+
 def folder_url(path: RemotePath | str) -> str:
     return url_of("/files", path) + "/"
 
@@ -344,7 +349,7 @@ def routes(front: WebFront) -> list[BaseRoute]:
             here=here,
             item_base=url_of("/item", path),
             api=url_of("/api/v1/files", path),
-            zip_href=url_of("/api/v1/zip", path),
+            zip_href=zip_url(path),
             used=usage.used,
             quota=usage.quota,
             percent=min(100, round(100 * usage.used / usage.quota)) if usage.quota else 0,
@@ -374,7 +379,7 @@ def routes(front: WebFront) -> list[BaseRoute]:
             parent_href=folder_url(parent),
             self_href=url_of("/item", path),
             download=url_of("/api/v1/files", path),
-            zip_href=url_of("/api/v1/zip", path),
+            zip_href=zip_url(path),
             versions=versions,
             copy_name=_copy_name(entry.name, ctx.lang),
             when=_when,
