@@ -147,6 +147,15 @@ def test_upload_browse_sort_rename_versions_trash(
     expect(page.get_by_role("alert")).to_have_text(
         "Un fichier ou dossier porte déjà ce nom à cet endroit."
     )
+
+    # over tus, a full quota is said with the figures
+    srv.cli("tenant", "limit", "fichiers", "--bandwidth", "100Mbit", "--quota", "400KiB")
+    (tmp_path / "too big.bin").write_bytes(os.urandom(MiB))
+    page.goto("/files/")
+    page.locator("#pick-files").set_input_files(str(tmp_path / "too big.bin"))
+    expect(page.locator("#upload .queue li.failed .qstatus")).to_contain_text(
+        re.compile(r"^Échec : Espace plein : \d.* utilisés sur 400\.0 KiB\.")
+    )
     assert page.violations == []  # type: ignore[attr-defined]
 
     # phone width: nothing wider than the screen on the three pages
