@@ -122,6 +122,11 @@ def test_operator_suspends_and_the_user_sees_why(srv: ServerProcess, browser: Br
     user.reload()
     expect(user.get_by_role("navigation", name="breadcrumb")).to_contain_text("Mes fichiers")
     expect(user.get_by_role("alert")).to_have_count(0)
+    op.get_by_role("link", name="Journal des actions").click()
+    rows = op.locator("table.audit tbody tr")
+    expect(rows.nth(0)).to_contain_text("tenant.resume")
+    expect(rows.nth(1)).to_contain_text("tenant.suspend")
+    expect(rows.nth(1)).to_contain_text("Facture impayée n° 42")
     assert op.violations == [] and user.violations == []  # type: ignore[attr-defined]
 
 
@@ -166,6 +171,7 @@ def test_throttle_interrupt_takedown_and_audit(srv: ServerProcess, browser: Brow
     expect(op.get_by_role("status")).to_have_text("1 transfert(s) interrompu(s).")
     worker.join(timeout=60)
     assert getattr(result.get("put"), "status_code", None) == 503, result
+    assert srv.cli_json("transfers", "interrupt", "--tenant", "lente")["interrupted"] == 0
 
     # takedown by the link's address; the link answers 451 at once
     op.goto("/operator/links")
@@ -182,10 +188,12 @@ def test_throttle_interrupt_takedown_and_audit(srv: ServerProcess, browser: Brow
     rows = op.locator("table.audit tbody tr")
     expect(rows.nth(0)).to_contain_text("link.suspend")
     expect(rows.nth(0)).to_contain_text("Signalement 2026-17")
-    expect(rows.nth(1)).to_contain_text("transfers.interrupt")
-    expect(rows.nth(2)).to_contain_text("tenant.limit")
-    expect(rows.nth(2)).to_contain_text("saturation du lien")
-    expect(op.locator("table.audit")).to_contain_text("tenant.suspend")  # the first test's
+    expect(rows.nth(1)).to_contain_text("transfers.interrupt")  # from the CLI
+    expect(rows.nth(1)).to_contain_text("operator-cli")
+    expect(rows.nth(2)).to_contain_text("transfers.interrupt")  # from the console
+    expect(rows.nth(2)).to_contain_text("count=1")
+    expect(rows.nth(3)).to_contain_text("tenant.limit")
+    expect(rows.nth(3)).to_contain_text("saturation du lien")
     expect(rows.nth(0)).to_contain_text("operator@localhost")
     shot(op, "operator-audit-desktop")
     op.goto("/operator")

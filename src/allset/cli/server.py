@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from allset.accounts.audit import Audit
 from allset.core.errors import AllsetError
 from allset.core.units import format_size, parse_rate, parse_size
 from allset.server.control import ask
@@ -409,8 +410,13 @@ def transfers_interrupt(ctx: click.Context, tenant_name: str) -> None:
     """Cut a Client's transfers now: uploads are aborted cleanly (nothing half-stored; tus
     keeps what was durable so the client resumes), downloads are cut (clients resume with
     Range)."""
-    tenant_id = _runtime(ctx).accounts.get_tenant(tenant_name)["id"]
+    rt = _runtime(ctx)
+    tenant_id = rt.accounts.get_tenant(tenant_name)["id"]
     answer = _ask_server(ctx, {"cmd": "interrupt", "tenant_id": tenant_id})
+    # R-OPS-4: an interrupt changes no row, so it is recorded here, as the console does.
+    Audit(rt.db).record(
+        tenant_id, "operator-cli", "transfers.interrupt", {"count": answer.get("interrupted")}
+    )
     _out(ctx, answer, lambda a: f"interrupted {a['interrupted']} transfer(s) of {tenant_name}")
 
 
