@@ -109,9 +109,11 @@ def test_operator_suspends_and_the_user_sees_why(srv: ServerProcess, browser: Br
     expect(op.get_by_role("status")).to_have_text("Client acme suspendu : Facture impayée n° 42")
 
     user.reload()  # the user's next page says why
+    expect(user.get_by_role("heading", name="Service suspendu")).to_be_visible()
     expect(user.get_by_role("alert")).to_have_text(
         "Le service de votre organisation est suspendu : Facture impayée n° 42"
     )
+    shot(user, "suspended-desktop")
     fresh = new_page(browser, srv, PHONE)  # and so does signing in
     sign_in(fresh, email, PASSWORD)
     expect(fresh.get_by_role("alert")).to_contain_text("Facture impayée n° 42")

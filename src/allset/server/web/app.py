@@ -180,8 +180,7 @@ class WebFront:
         that comes back here)."""
         ctx = await self.context(request)
         if ctx.suspended is not None:
-            reason = ctx.t("login.suspended", reason=ctx.suspended)
-            return ctx, self.render(ctx, "error.html", 403, message=reason)
+            return ctx, self.render(ctx, "suspended.html", 403, reason=ctx.suspended)
         if ctx.principal is None:
             return ctx, self.to_login(ctx, "expired" if SESSION_COOKIE in request.cookies else "")
         return ctx, None

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 
 register(
     {
+        # the page a suspended Client's user sees (WebFront.signed_in, R-OPS-1)
+        "suspended.title": ("Service suspendu", "Service suspended"),
+        "suspended.help": (
+            "Vos fichiers sont conservés. Contactez l'opérateur ou la personne qui gère "
+            "votre organisation ; l'accès reviendra dès la fin de la suspension.",
+            "Your files are kept. Contact the operator or whoever manages your "
+            "organisation; access comes back as soon as the suspension ends.",
+        ),
         "operator.search": ("Rechercher un Client", "Search Clients"),
         "operator.search.hint": (
             "Nom, société, contact ou e-mail",
