@@ -203,6 +203,7 @@ def test_upload_resumes_after_server_restart(browser: Browser, tmp_path: Path) -
         while len(patches) < 2 and time.monotonic() < deadline:  # one 4 MiB part is in
             page.wait_for_timeout(100)
         assert len(patches) >= 2, patches
+        expect(page.locator("#overall-speed")).to_contain_text(re.compile(r"/s · reste environ"))
         server.kill()
         stored = db_query(server, 'SELECT "offset" FROM resumable_uploads')
         assert stored and stored[0][0] >= 4 * MiB, stored  # durable before acknowledged
