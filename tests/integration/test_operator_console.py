@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from starlette.routing import Mount, Route
 
+from allset.accounts.audit import Audit
 from allset.accounts.hashing import hash_secret
 from allset.accounts.usage import UsageHistory
 from allset.db.models import Operator, Tenant
@@ -257,3 +258,18 @@ def test_usage_page_is_for_owners_and_admins(runtime: Runtime, client: TestClien
     page = client.get("/usage?days=90")
     assert page.status_code == 200 and page.text.count("<rect") == 90 * 3
     assert "Storage used" in page.text and 'aria-current="true">90 days' in page.text
+
+
+def test_the_audit_trail_reads_a_partial_index(runtime: Runtime) -> None:
+    """Operator events are few among millions of file events: reading the trail must not
+    scan the events table (the index's kinds and the query's must stay the same)."""
+    if not runtime.db.is_sqlite:
+        pytest.skip("the plan is checked on SQLite; PostgreSQL gets the same index")
+    with runtime.db.read() as s:
+        conn = s.connection()
+        for tenant_id in (None, "x" * 22):
+            sql = Audit.query(tenant_id).compile(
+                conn, compile_kwargs={"literal_binds": True, "render_postcompile": True}
+            )
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+            assert "ix_events_operator" in str(plan), plan

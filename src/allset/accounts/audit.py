@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from allset.db.engine import Database
 from allset.db.models import Event, Tenant
 
-# What the operator does to a Client and its links (R-OPS-1, R-BW-2, R-SHARE-4/5).
+# What the operator does to a Client and its links (R-OPS-1, R-BW-2, R-SHARE-4/5);
+# the same list as the partial index of migration 0008.
 OPERATOR_KINDS = (
     "tenant.create",
     "tenant.suspend",
@@ -34,22 +35,32 @@ class Audit:
         with self.db.write() as s:
             s.add(Event(tenant_id=tenant_id, actor=actor, kind=kind, detail=detail))
 
-    def operator_actions(
-        self, tenant_id: str | None = None, limit: int = 200
-    ) -> list[dict[str, Any]]:
-        """Newest first: ``{"at", "tenant", "actor", "kind", "reason", "detail"}``."""
+    @staticmethod
+    def query(tenant_id: str | None = None, limit: int = 200) -> Select[Event, str]:
         q = (
             select(Event, Tenant.name)
             .outerjoin(Tenant, Tenant.id == Event.tenant_id)
-            .where(Event.kind.in_(OPERATOR_KINDS))
+            # Literal values: the partial index ix_events_operator (migration 0008) is
+            # used only when the query's condition visibly implies the index's.
+            .where(
+                Event.kind.in_(
+                    bindparam("kinds", OPERATOR_KINDS, expanding=True, literal_execute=True)
+                )
+            )
             .order_by(Event.id.desc())
             .limit(max(1, min(limit, 1000)))
         )
         if tenant_id is not None:
             q = q.where(Event.tenant_id == tenant_id)
+        return q
+
+    def operator_actions(
+        self, tenant_id: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]:
+        """Newest first: ``{"at", "tenant", "actor", "kind", "reason", "detail"}``."""
         with self.db.read() as s:
             out = []
-            for e, name in s.execute(q):
+            for e, name in s.execute(self.query(tenant_id, limit)):
                 detail = dict(e.detail or {})
                 out.append(
                     {
