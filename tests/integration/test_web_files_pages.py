@@ -84,6 +84,7 @@ def test_actions_feedback_and_errors(client: TestClient, alice: Account) -> None
     # the trash: listed, restored, purged, emptied
     page = client.get("/trash")
     assert page.status_code == 200 and "b2.txt" in page.text
+    assert 'data-confirm="Supprimer « b2.txt » définitivement' in page.text
     trash = client.get(f"{API}/trash", auth=alice.auth).json()["items"]
     kind, msg, _ = post(client, token, "trash-restore", id=trash[0]["id"])
     assert kind == "ok" and "b2.txt" in names(client, alice, "/Projets")

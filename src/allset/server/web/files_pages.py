@@ -165,6 +165,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "trash.restore": ("Restaurer", "Restore"),
     "trash.purge": ("Supprimer définitivement", "Delete for good"),
     "trash.emptyall": ("Vider la corbeille", "Empty the trash"),
+    "trash.confirm.empty": (
+        "Vider la corbeille ? Tout ce qu'elle contient sera effacé pour de bon.",
+        "Empty the trash? Everything in it will be erased for good.",
+    ),
+    "trash.confirm.purge": (
+        "Supprimer « {name} » définitivement ? Cela ne peut pas être annulé.",
+        "Delete “{name}” for good? This cannot be undone.",
+    ),
     "trash.restore.of": ("Restaurer {name}", "Restore {name}"),
     "trash.purge.of": ("Supprimer définitivement {name}", "Delete {name} for good"),
     "err.quota": (
