@@ -153,6 +153,8 @@ def test_listing_sort_and_paging_links(client: TestClient, alice: Account) -> No
     page = client.get("/files/Many/?sort=size&order=desc")
     assert page.status_code == 200
     assert page.text.count('class="file"') == 200 and 'aria-sort="descending"' in page.text
+    assert '<option value="size" selected>' in page.text  # the sort form (phones) agrees
+    assert '<option value="desc" selected>' in page.text
     nxt = page.text.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
     assert "sort=size" in nxt and "order=desc" in nxt
     rest = client.get(nxt)
