@@ -129,6 +129,20 @@ def test_upload_browse_sort_rename_versions_trash(
     page.goto("/files/")
     assert "b renommé.bin" in file_names(page)
 
+    # drag and drop: a file dropped on the zone is uploaded like a picked one
+    page.evaluate(
+        """() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["dropped bytes"], "déposé.txt", {type: "text/plain"}));
+            const zone = document.querySelector("#upload .dropzone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: dt, bubbles: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        }"""
+    )
+    uploads_finished(page)
+    with client(srv, (email, PASSWORD)) as api:
+        assert api.get("/api/v1/files/déposé.txt").content == b"dropped bytes"
+
     # a second version by the picker, then the first restored from the details page
     (tmp_path / "a.txt").write_bytes(b"second version\n")
     page.locator("#pick-files").set_input_files(str(tmp_path / "a.txt"))
