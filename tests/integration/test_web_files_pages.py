@@ -105,6 +105,9 @@ def test_versions_page_and_restore(client: TestClient, alice: Account) -> None:
     assert page.status_code == 200 and page.text.count('name="version"') == 1
     old = client.get(f"{API}/versions/v.txt", auth=alice.auth).json()["versions"][1]["version"]
     assert old in page.text and "Empreinte SHA-256" in page.text
+    # a way to share it from here, to the shares page that publishes it
+    assert 'href="/shares/new?path=/v.txt"' in page.text
+    assert client.get("/shares/new?path=/v.txt").status_code == 200
     kind, _, _ = post(client, token, "restore-version", path="/v.txt", version=old, when="x")
     assert kind == "ok" and client.get(f"{API}/files/v.txt", auth=alice.auth).content == b"one"
     assert post(client, token, "restore-version", path="/v.txt", version="bad")[0] == "error"

@@ -110,6 +110,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "unit.min": ("{n} min", "{n} min"),
     "unit.h": ("{n} h", "{n} h"),
     "item.type": ("Type", "Type"),
+    "item.share": ("Partager par un lien public", "Share with a public link"),
     "item.file": ("Fichier", "File"),
     "item.sha256": ("Empreinte SHA-256", "SHA-256 fingerprint"),
     "item.sha256.show": ("Afficher l'empreinte SHA-256", "Show the SHA-256 fingerprint"),
