@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
+    from allset.core.paths import RemotePath
+    from allset.db.models import Node
 
 
 @dataclass(slots=True)  # not frozen: a listing builds thousands, and frozen init is slow
@@ -55,3 +61,18 @@ class Readable:
     entry: Entry
     tenant_id: str
     chunks: tuple[ChunkRef, ...]
+
+
+def entry_of(node: Node | Row[Any], path: RemotePath | str) -> Entry:
+    """An Entry from a node row (ORM or Core), at ``path``."""
+    return Entry(
+        id=node.id,
+        name=node.name,
+        path=path if isinstance(path, str) else str(path),
+        kind=node.kind,
+        size=node.size if node.kind == "file" else 0,
+        sha256=node.sha256,
+        mtime=node.mtime,
+        created_at=node.created_at,
+        version=node.version_id or "",
+    )

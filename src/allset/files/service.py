@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Row, delete, func, select
+from sqlalchemy import Connection, Row, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -25,9 +25,9 @@ from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
-from allset.db.models import Event, Node, NodeProperty, Version, VersionChunk, utcnow
-from allset.files import access, listing, sql
-from allset.files.entries import ChunkRef, Entry, Readable
+from allset.db.models import Node, Version, VersionChunk, utcnow
+from allset.files import access, listing, props, sql, trash
+from allset.files.entries import ChunkRef, Entry, Readable, entry_of
 from allset.files.events import ChangeNotifier
 from allset.files.leases import ChunkLeases
 
@@ -35,7 +35,6 @@ log = logging.getLogger("allset.files")
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_PAGE = 1000
-MAX_PROPERTY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +42,6 @@ class Usage:
     used: int
     quota: int
     inflight: int
-
-
-def _entry(node: Node | Row[Any], path: RemotePath | str) -> Entry:
-    return Entry(
-        id=node.id,
-        name=node.name,
-        path=path if isinstance(path, str) else str(path),
-        kind=node.kind,
-        size=node.size if node.kind == "file" else 0,
-        sha256=node.sha256,
-        mtime=node.mtime,
-        created_at=node.created_at,
-        version=node.version_id or "",
-    )
 
 
 _N = TypeVar("_N", Node, Row[Any])
@@ -251,7 +236,7 @@ class FileService:
         self._writable(p)
         with self.db.read() as s:
             access.need_visible(self.view(s.connection(), p), rp)
-            return _entry(self._need(s, p.tenant_id, rp), rp)
+            return entry_of(self._need(s, p.tenant_id, rp), rp)
 
     def list_dir(
         self, p: Principal, path: str | RemotePath, after: str = "", limit: int = 200
@@ -270,7 +255,7 @@ class FileService:
             if node is None:
                 raise NotFound(f"Nothing at {rp}.")
             if node.kind != "dir":
-                return _entry(node, rp), [], None
+                return entry_of(node, rp), [], None
             rows: list[Row[Any]] = c.execute(  # type: ignore[assignment]
                 sql.LIST_PAGE,
                 {"tenant_id": p.tenant_id, "parent_id": node.id, "after": after, "n": limit + 1},
@@ -281,8 +266,8 @@ class FileService:
             more = len(rows) > limit
             rows = rows[:limit]
             prefix = "/" + "".join(part + "/" for part in rp.parts)
-            entries = [_entry(r, prefix + r.name) for r in rows]
-            return _entry(node, rp), entries, (rows[-1].name if more else None)
+            entries = [entry_of(r, prefix + r.name) for r in rows]
+            return entry_of(node, rp), entries, (rows[-1].name if more else None)
 
     def list_sorted(
         self,
@@ -310,19 +295,19 @@ class FileService:
             if node is None:
                 raise NotFound(f"Nothing at {rp}.")
             if node.kind != "dir":
-                return _entry(node, rp), [], None
+                return entry_of(node, rp), [], None
             only = access.nav_names(view, rp.parts) if level == access.NAV else None
             stmt = listing.page_query(p.tenant_id, node.id, sort, desc, cursor, limit + 1, only)
             rows = c.execute(stmt).all()
             more = len(rows) > limit
             rows = rows[:limit]
             prefix = "/" + "".join(part + "/" for part in rp.parts)
-            entries = [_entry(r, prefix + r.name) for r in rows]
+            entries = [entry_of(r, prefix + r.name) for r in rows]
             nxt = None
             if more:
                 last = rows[-1]
                 nxt = listing.encode_cursor(sort, last.kind, last.name, last.size, last.mtime)
-            return _entry(node, rp), entries, nxt
+            return entry_of(node, rp), entries, nxt
 
     def open_read(
         self, p: Principal, path: str | RemotePath, version: str | None = None
@@ -334,7 +319,7 @@ class FileService:
             node = self._need(s, p.tenant_id, rp)
             if node.kind != "file":
                 raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.", is_folder=True)
-            entry = _entry(node, rp)
+            entry = entry_of(node, rp)
             vid = version or node.version_id
             v = s.get(Version, vid) if vid and is_id(vid) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
@@ -400,10 +385,10 @@ class FileService:
             existing = self._child(s, p.tenant_id, parent.id, rp.name)
             if existing is not None:
                 if parents and existing.kind == "dir":
-                    return _entry(existing, rp)
+                    return entry_of(existing, rp)
                 raise AlreadyExists(f"{rp} already exists.")
             node = self._new_dir(s, p, parent, rp)
-            return _entry(node, rp)
+            return entry_of(node, rp)
 
     def _new_dir(self, s: Session, p: Principal, parent: Node, rp: RemotePath) -> Node:
         now = utcnow()
@@ -446,7 +431,7 @@ class FileService:
         with self.db.write() as s:
             access.need_write(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
-            entry = _entry(node, rp)
+            entry = entry_of(node, rp)
             check_etag(entry.etag, if_match, None)
             self._trash(s, p, node, rp)
             return entry
@@ -510,7 +495,7 @@ class FileService:
                     d.mtime = d.updated_at = now
             s.flush()
             self._event(s, p, "move", node, dp, source=str(sp))
-            return _entry(node, dp), replaced
+            return entry_of(node, dp), replaced
 
     def copy(
         self,
@@ -541,7 +526,7 @@ class FileService:
             parent.mtime = parent.updated_at = utcnow()
             s.flush()
             self._event(s, p, "copy", copied, dp, source=str(sp))
-            return _entry(copied, dp), replaced
+            return entry_of(copied, dp), replaced
 
     def _copy_node(
         self,
@@ -633,7 +618,7 @@ class FileService:
                 raise NotFound(f"No version {version!r} of {rp}.")
             self._new_version(s, p, node, v.size, v.sha256, v.mtime, self._refs_of(s, v.id))
             self._event(s, p, "restore-version", node, rp, version=version)
-            return _entry(node, rp)
+            return entry_of(node, rp)
 
     def _refs_of(self, s: Session, version_id: str) -> list[tuple[str, int, int]]:
         """A version's manifest: (hash, offset, size) in file order."""
@@ -679,137 +664,12 @@ class FileService:
         ):
             set_committed_value(node, key, value)
 
-    # ---- trash ---------------------------------------------------------------------
-    def trash_list(self, p: Principal) -> list[dict[str, Any]]:
-        self._writable(p)
-        with self.db.read() as s:
-            view = self.view(s.connection(), p)
-            rows = [
-                n
-                for n in s.scalars(
-                    select(Node)
-                    .where(Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None))
-                    .order_by(Node.trashed_at.desc())
-                    .limit(10_000)
-                )
-                if self._in_trash_view(view, p, n)
-            ]
-            return [
-                {
-                    "id": n.id,
-                    "name": n.name,
-                    "original_path": n.trashed_path,
-                    "type": "folder" if n.kind == "dir" else "file",
-                    "size": n.size,
-                    "trashed_at": n.trashed_at.isoformat() if n.trashed_at else None,
-                    "expires_at": (n.trashed_at + self.retention).isoformat()
-                    if n.trashed_at
-                    else None,
-                }
-                for n in rows
-            ]
-
-    @staticmethod
-    def _in_trash_view(view: access.AccessView, p: Principal, n: Node) -> bool:
-        """A member's trash: what they deleted, or what was where they may read."""
-        return view.full or n.trashed_by == p.id or view.level_of(n.trashed_path) >= access.READ
-
-    def _trashed(self, s: Session, p: Principal, node_id: str) -> Node:
-        n = s.get(Node, node_id) if is_id(node_id) else None
-        if n is None or n.tenant_id != p.tenant_id or n.trashed_at is None:
-            raise NotFound("No such item in the trash.")
-        view = self.view(s.connection(), p)
-        if not self._in_trash_view(view, p, n):
-            raise NotFound("No such item in the trash.")
-        access.need_write(view, parse_path(n.trashed_path))  # restoring or purging writes there
-        return n
-
-    def trash_restore(self, p: Principal, node_id: str) -> Entry:
-        """Back to where it was; missing folders are recreated and a taken name gets a
-        ``(restored N)`` suffix rather than replacing anything."""
-        self._writable(p)
-        with self.db.write() as s:
-            n = self._trashed(s, p, node_id)
-            original = parse_path(n.trashed_path)
-            parent = self._mkdirs(s, p, original.parent)
-            name = original.name
-            stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-            for i in range(1, 1000):
-                if self._child(s, p.tenant_id, parent.id, name) is None:
-                    break
-                name = f"{stem} (restored {i}){dot}{ext}"
-            else:
-                raise Conflict("Too many items with this name; rename them first.")
-            n.parent_id, n.name, n.trashed_at, n.trashed_path, n.updated_at = (
-                parent.id,
-                name,
-                None,
-                "",
-                utcnow(),
-            )
-            s.flush()
-            rp = RemotePath((*original.parent.parts, name))
-            self._event(s, p, "restore", n, rp)
-            return _entry(n, rp)
-
-    def trash_purge(self, p: Principal, node_id: str | None = None) -> int:
-        """Destroy one trashed item (or all): the only user action that frees space."""
-        self._writable(p)
-        with self.db.write() as s:
-            if node_id is None:
-                view = self.view(s.connection(), p)
-                ids = [
-                    n.id
-                    for n in s.scalars(
-                        select(Node).where(
-                            Node.tenant_id == p.tenant_id, Node.trashed_at.is_not(None)
-                        )
-                    )
-                    if view.full
-                    or (
-                        self._in_trash_view(view, p, n)
-                        and view.level_of(n.trashed_path.rsplit("/", 1)[0]) == access.WRITE
-                    )
-                ]
-            else:
-                ids = [self._trashed(s, p, node_id).id]
-            count = 0
-            for i in ids:
-                count += self._destroy_subtree(s, p.tenant_id, i)
-            if ids:
-                s.add(
-                    Event(
-                        tenant_id=p.tenant_id,
-                        actor=p.email,
-                        kind="trash.purge",
-                        detail={"items": len(ids)},
-                    )
-                )
-        return count
-
-    def _destroy_subtree(self, s: Session, tenant_id: str, node_id: str) -> int:
-        """Delete rows bottom-up; chunks become unreferenced and the collector frees them."""
-        order: list[str] = []
-        stack = [node_id]
-        while stack:
-            nid = stack.pop()
-            order.append(nid)
-            stack.extend(
-                s.scalars(select(Node.id).where(Node.tenant_id == tenant_id, Node.parent_id == nid))
-            )
-        for nid in reversed(order):
-            vids = list(
-                s.scalars(
-                    select(Version.id).where(Version.tenant_id == tenant_id, Version.node_id == nid)
-                )
-            )
-            if vids:
-                s.execute(delete(VersionChunk).where(VersionChunk.version_id.in_(vids)))
-                s.execute(delete(Version).where(Version.id.in_(vids)))
-            s.execute(delete(NodeProperty).where(NodeProperty.node_id == nid))
-            access.drop_node_grants(s.connection(), tenant_id, nid)
-            s.execute(delete(Node).where(Node.id == nid, Node.tenant_id == tenant_id))
-        return len(order)
+    # ---- trash (files/trash.py) ----------------------------------------------------
+    trash_list = trash.trash_list
+    _trashed = trash._trashed
+    trash_restore = trash.trash_restore
+    trash_purge = trash.trash_purge
+    _destroy_subtree = trash._destroy_subtree
 
     def read_chunk(self, p: Principal, digest: str) -> bytes:
         """One verified chunk of a file this Client has (the chunk protocol's download);
@@ -855,68 +715,11 @@ class FileService:
                 seen |= holders[node_id]
         return seen
 
-    # ---- dead properties (WebDAV PROPPATCH) ---------------------------------------
-    def properties(self, p: Principal, path: str | RemotePath) -> dict[str, bytes]:
-        """The node's dead properties, Clark name -> serialised XML element."""
-        rp = path if isinstance(path, RemotePath) else parse_path(path)
-        self._writable(p)
-        with self.db.read() as s:
-            access.need_visible(self.view(s.connection(), p), rp)
-            node = self._need(s, p.tenant_id, rp)
-            return {
-                r.name: r.value
-                for r in s.scalars(select(NodeProperty).where(NodeProperty.node_id == node.id))
-            }
-
-    def set_properties(
-        self, p: Principal, path: str | RemotePath, values: dict[str, bytes | None]
-    ) -> None:
-        """Set (bytes) or remove (None) dead properties, all in one transaction."""
-        rp = path if isinstance(path, RemotePath) else parse_path(path)
-        self._writable(p)
-        for name, value in values.items():
-            if len(name) > 1000 or (value is not None and len(value) > MAX_PROPERTY_BYTES):
-                raise InvalidInput(
-                    f"Property {name[:80]!r} is too large (names up to 1,000 characters, "
-                    f"values up to {MAX_PROPERTY_BYTES:,} bytes)."
-                )
-        with self.db.write() as s:
-            access.need_write(self.view(s.connection(), p), rp)
-            node = self._need(s, p.tenant_id, rp)
-            for name, value in values.items():
-                s.execute(
-                    delete(NodeProperty).where(
-                        NodeProperty.node_id == node.id, NodeProperty.name == name
-                    )
-                )
-                if value is not None:
-                    s.add(
-                        NodeProperty(node_id=node.id, name=name, tenant_id=p.tenant_id, value=value)
-                    )
-
-    def properties_of(self, p: Principal, node_ids: list[str]) -> dict[str, dict[str, bytes]]:
-        """Dead properties of many nodes at once (a folder listing), scoped to the Client."""
-        self._writable(p)
-        found: dict[str, dict[str, bytes]] = {}
-        with self.db.read() as s:
-            for i in range(0, len(node_ids), 500):
-                rows = s.execute(
-                    select(NodeProperty.node_id, NodeProperty.name, NodeProperty.value).where(
-                        NodeProperty.tenant_id == p.tenant_id,
-                        NodeProperty.node_id.in_(node_ids[i : i + 500]),
-                    )
-                )
-                for node_id, name, value in rows:
-                    found.setdefault(node_id, {})[name] = value
-        return found
-
-    def _copy_properties(self, s: Session, src_id: str, dst_id: str) -> None:
-        for prop in list(s.scalars(select(NodeProperty).where(NodeProperty.node_id == src_id))):
-            s.add(
-                NodeProperty(
-                    node_id=dst_id, name=prop.name, tenant_id=prop.tenant_id, value=prop.value
-                )
-            )
+    # ---- dead properties, WebDAV PROPPATCH (files/props.py) ----------------------
+    properties = props.properties
+    set_properties = props.set_properties
+    properties_of = props.properties_of
+    _copy_properties = props._copy_properties
 
     def count_live_files(self, tenant_id: str) -> int:
         with self.db.read() as s:

@@ -42,8 +42,8 @@ from allset.core.principal import Principal
 from allset.core.units import format_size
 from allset.db.models import utcnow
 from allset.files import access, sql
-from allset.files.entries import Entry
-from allset.files.service import _entry, check_etag
+from allset.files.entries import Entry, entry_of
+from allset.files.service import check_etag
 
 if TYPE_CHECKING:
     from allset.files.service import FileService
@@ -315,11 +315,11 @@ class Upload:
             raise PreconditionFailed(
                 f"Something already exists at {rp} (if_absent): it was created "
                 "elsewhere; nothing was overwritten.",
-                current_etag=_entry(node, rp).etag,
+                current_etag=entry_of(node, rp).etag,
             )
         if node is not None and node.kind != "file":
             raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
-        check_etag(_entry(node, rp).etag if node else None, self.if_match, self.if_none_match)
+        check_etag(entry_of(node, rp).etag if node else None, self.if_match, self.if_none_match)
         # Which of our chunks are new to this Client? Only those are charged.
         digests = list(self._leased)
         existing: set[str] = set()
@@ -469,12 +469,12 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
         if node is not None and kw.get("if_absent"):
             raise PreconditionFailed(
                 f"Something already exists at {path} (if_absent); nothing was overwritten.",
-                current_etag=_entry(node, path).etag,
+                current_etag=entry_of(node, path).etag,
             )
         if node is not None and node.kind != "file":
             raise Conflict(f"{path} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(
-            _entry(node, path).etag if node else None,
+            entry_of(node, path).etag if node else None,
             kw.get("if_match"),  # type: ignore[arg-type]
             kw.get("if_none_match"),  # type: ignore[arg-type]
         )
