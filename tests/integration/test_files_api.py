@@ -16,7 +16,7 @@ from allset.core.errors import QuotaExceeded
 from allset.core.paths import parse_path
 from allset.db.models import utcnow
 from allset.files import maintenance
-from allset.files.upload import begin_upload
+from allset.files.upload import begin_upload, store_bytes
 from allset.runtime import Runtime
 from conftest import Account, make_account, problem
 
@@ -243,6 +243,77 @@ def test_concurrent_uploads_cannot_overshoot_quota(runtime: Runtime, announced: 
         upload(i)
     assert results.count("ok") == 3
     assert runtime.files.usage(acct.principal).used <= quota
+
+
+def test_concurrent_small_uploads_cannot_overshoot_quota(runtime: Runtime) -> None:
+    """R-STORE-8 on the small-file path, whose quota admission happens in the commit's
+    transaction (no read before it): 16 bodies of 100 kB race for room for 5, beside
+    an unfinished upload holding 2 x 100 kB. Never over, never a stray chunk, and the
+    refused ones leave no reservation behind."""
+    unit = 100_000
+    acct = make_account(runtime, quota=7 * unit + unit // 2)
+    big = begin_upload(runtime.files, acct.principal, parse_path("/held"), expected_size=2 * unit)
+    before = chunk_files(runtime)
+    results: list[str] = []
+    barrier = threading.Barrier(16)
+
+    def upload(i: int) -> None:
+        data = random.Random(i).randbytes(unit)
+        barrier.wait(timeout=30)
+        try:
+            store_bytes(runtime.files, acct.principal, parse_path(f"/s{i}"), data)
+            results.append("ok")
+        except QuotaExceeded as exc:
+            results.append(f"507 of {exc.extra['quota_bytes']}")
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(results) == [f"507 of {7 * unit + unit // 2}"] * 11 + ["ok"] * 5
+    usage = runtime.files.usage(acct.principal)
+    assert usage.used == 5 * unit and usage.inflight == 2 * unit  # only the held upload
+    assert len(chunk_files(runtime) - before) == 5  # refused bodies were removed
+    big.abort()
+    assert runtime.files.usage(acct.principal).inflight == 0
+
+
+def test_group_commit_isolates_each_writer(runtime: Runtime, alice: Account) -> None:
+    """Concurrent small uploads share commits (Database.write_group); one that fails in
+    its commit (a folder in the way, a stale If-Match) fails alone, and the others of
+    the same group are all stored, each once, with its own version."""
+    runtime.files.mkdir(alice.principal, parse_path("/taken"), False)
+    payloads = {i: random.Random(100 + i).randbytes(5000) for i in range(24)}
+    errors: dict[int, str] = {}
+    barrier = threading.Barrier(24)
+
+    def upload(i: int) -> None:
+        path = "/taken" if i % 8 == 0 else f"/g/{i}"  # every 8th hits the folder: 409
+        opts = {"if_match": '"stale"'} if i % 8 == 4 else {}  # and these are stale: 412
+        barrier.wait(timeout=30)
+        try:
+            store_bytes(runtime.files, alice.principal, parse_path(path), payloads[i], **opts)
+        except Exception as exc:
+            errors[i] = type(exc).__name__
+
+    runtime.files.mkdir(alice.principal, parse_path("/g"), False)
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == {
+        i: ("Conflict" if i % 8 == 0 else "PreconditionFailed") for i in range(24) if i % 4 == 0
+    }
+    for i, data in payloads.items():
+        if i % 4:
+            entry = runtime.files.stat(alice.principal, f"/g/{i}")
+            assert entry.sha256 == hashlib.sha256(data).hexdigest()
+            assert len(runtime.files.versions(alice.principal, f"/g/{i}")) == 1
+    assert runtime.files.usage(alice.principal).used == sum(
+        len(d) for i, d in payloads.items() if i % 4
+    )
 
 
 def test_dedup_within_client_and_empty_trash_frees_space(

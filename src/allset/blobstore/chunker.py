@@ -43,7 +43,7 @@ class StreamChunker:
             )
         ]
 
-    def feed(self, data: bytes | memoryview) -> Iterator[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         self._buf += data
         # Scanning only when two maximal chunks are buffered bounds memory and the rescans.
         if len(self._buf) < 2 * self.max_size:

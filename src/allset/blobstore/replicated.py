@@ -57,7 +57,18 @@ class ReplicatedStore:
         self._on_repair = on_repair
 
     def put(self, tenant_id: str, digest_hex: str, data: bytes | memoryview) -> None:
-        self.wait(self.put_async(tenant_id, digest_hex, data))
+        """Durable on every replica when it returns. The first replica is written in
+        the calling thread while the others are in the pool: one thread hand-off fewer,
+        which is a visible part of the CPU cost of a small file."""
+        key = chunk_key(tenant_id, digest_hex)
+        others = [self._pool.submit(r.put, key, data) for r in self.replicas[1:]]
+        first: Future[None] = Future()
+        try:
+            self.replicas[0].put(key, data)
+            first.set_result(None)
+        except OSError as exc:
+            first.set_exception(exc)
+        self.wait([first, *others])
 
     def put_async(
         self, tenant_id: str, digest_hex: str, data: bytes | memoryview

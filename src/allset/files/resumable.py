@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -341,6 +341,7 @@ class Resumables:
             row = s.get(ResumableUpload, info.id)
             if row is not None:
                 row.state, row.result = "done", result
+                row.offset = info.length  # already, unless committed straight from a PATCH
             for pid in info.parts:  # consumed: a part belongs to one final upload
                 s.execute(delete(ResumableUpload).where(ResumableUpload.id == pid))
         for src in sources:
@@ -415,7 +416,7 @@ class Appender:
             self._guard.__exit__(None, None, None)
             raise
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         if self.info.offset + self.written + len(data) > self.info.length:
             raise InvalidInput(
                 f"More bytes than the announced Upload-Length ({self.info.length}).",
@@ -447,9 +448,35 @@ class Appender:
                     f"{self.info.offset}.",
                     upload_offset=self.info.offset,
                 )
+            if (
+                self._live is not None
+                and self.info.offset + self.written == self.info.length
+                and self._live.size == self.info.length
+                and not self.info.concat
+            ):
+                done = self._commit_live()
+                if done is not None:
+                    return done
             return self._durable()
         finally:
             self._close()
+
+    def _commit_live(self) -> ResumableInfo | None:
+        """The last byte arrived and the live Upload holds them all: commit it at once.
+
+        The part file is then never fsynced (its bytes are durable as chunks on every
+        replica once the commit returns, and the file is deleted unread), which spares
+        the disk a third copy of every byte: tus ran at 0.68 of a plain PUT because of
+        it. If the commit fails, the usual path follows (fsync, record the offset) and
+        the caller's commit from the part file says why."""
+        info = replace(self.info, offset=self.info.length)
+        try:
+            self.owner._commit(self.p, info)
+        except AllsetError:
+            self._live = None  # aborted by its failed commit
+            return None
+        self._recorded = info.length
+        return self.owner.status(self.p, info.id)
 
     def interrupted(self) -> ResumableInfo | None:
         """The client went away mid-body: keep what arrived (that is the point of tus),

@@ -289,6 +289,15 @@ TENANT_USAGE = select(TENANTS.c.used_bytes, TENANTS.c.quota_bytes, _RESERVED).wh
     TENANTS.c.id == bindparam("tenant_id")
 )
 """(bytes used, quota, bytes reserved by unfinished resumable uploads)"""
+LOCK_TENANT = (
+    select(TENANTS.c.id)
+    .where(TENANTS.c.id == bindparam("tenant_id"))
+    .with_for_update(key_share=True)
+)
+"""PostgreSQL: hold the Client's row until commit, so that a check of its usage and the
+charge that follows are not interleaved with another transaction's. FOR NO KEY UPDATE,
+the lock CHARGE's UPDATE takes anyway: it does not conflict with the KEY SHARE locks
+that inserting rows referencing the Client takes (FOR UPDATE would, and deadlock)."""
 EXISTING_CHUNKS = select(CHUNKS.c.hash).where(
     CHUNKS.c.tenant_id == bindparam("tenant_id"),
     CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),

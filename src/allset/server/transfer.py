@@ -25,7 +25,7 @@ BLOCK = 1 << 20
 
 
 class Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | bytearray) -> None: ...
 
 
 async def pump_request(request: Request, upload: Sink) -> None:
@@ -41,8 +41,7 @@ async def pump_request(request: Request, upload: Sink) -> None:
             if len(buf) >= BLOCK:
                 if pending is not None:
                     await pending
-                data = bytes(buf)
-                buf.clear()
+                data, buf = buf, bytearray()  # handed over, not copied: never touched again
                 pending = asyncio.ensure_future(run_in_threadpool(upload.write, data))
         if pending is not None:
             await pending
