@@ -11,8 +11,8 @@ uploads most writers slept while the lock was already free (p99 1.5 s in the ben
 a lock hands over at once. The busy timeout still covers other processes (the CLI).
 
 Writers that queue on that lock at the same time share one transaction (``write_group``,
-group commit): each runs in its own savepoint, and one COMMIT (one fsync) makes them all
-durable. Eight small uploads then wait for one commit instead of queueing for eight.
+group commit): one COMMIT (one fsync) makes them all durable. Eight small uploads then
+wait for one commit instead of queueing for eight.
 """
 
 from __future__ import annotations
@@ -157,8 +157,9 @@ class Database:
         """Run ``fn`` in a write transaction, as ``write_conn`` would, but possibly in
         one shared with other writers waiting at the same moment (SQLite: group commit).
 
-        ``fn`` runs in a savepoint: if it raises, only its own statements are undone and
-        the exception is raised here; the others still commit. When the shared COMMIT
+        If ``fn`` raises, none of its statements are kept and the exception is raised
+        here; the others still commit (see ``_run_group``), so ``fn`` may run more than
+        once and must only act on the connection it is given. When the shared COMMIT
         fails, every writer of the group gets that error and nothing of the group is
         stored. Each writer's item joins the queue before it waits for the lock, so
         whoever holds the lock next takes it along; a writer whose item was done by
@@ -181,28 +182,43 @@ class Database:
         return item.result  # type: ignore[return-value]
 
     def _run_group(self, batch: list[_GroupItem[Any]]) -> None:
-        changed: set[str] = set()
+        """Optimistic: the writers run one after the other in one transaction, without
+        savepoints (they cost more than the statements of a small file). If one raises,
+        the transaction is rolled back, that writer gets its error, and the others run
+        again without it: each pass settles at least one writer."""
+        todo = list(batch)
         try:
-            with self.engine.connect() as conn:
-                _take_changed(conn)  # what a failed transaction on this connection marked
-                with conn.begin():
-                    for item in batch:
-                        try:
-                            with conn.begin_nested():
-                                item.result = item.fn(conn)
-                        except Exception as exc:  # this writer's savepoint is rolled back
-                            item.error = exc
-                changed = _take_changed(conn)
+            for _ in range(len(batch)):
+                failed = self._try_group(todo)
+                if failed is None:
+                    break
+                index, exc = failed
+                todo.pop(index).error = exc
+                if not todo:
+                    break
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of it is stored
-            for item in batch:
-                if item.error is None:
-                    item.error, item.result = exc, None
+            for item in todo:
+                item.error, item.result = exc, None
             raise
         finally:
             for item in batch:
                 item.done = True
+
+    def _try_group(self, todo: list[_GroupItem[Any]]) -> tuple[int, Exception] | None:
+        with self.engine.connect() as conn:
+            _take_changed(conn)  # what a failed transaction on this connection marked
+            transaction = conn.begin()
+            for index, item in enumerate(todo):
+                try:
+                    item.result = item.fn(conn)
+                except Exception as exc:
+                    transaction.rollback()
+                    return index, exc
+            transaction.commit()
+            changed = _take_changed(conn)
         if changed:
             self._committed(changed)
+        return None
 
     @contextmanager
     def read_conn(self) -> Iterator[Connection]:

@@ -169,11 +169,16 @@ def new_version(
     mtime: datetime,
     refs: Sequence[tuple[str, int, int]],
     now: datetime | None = None,
+    vid: str | None = None,
+    node_is_current: bool = False,
 ) -> str:
     """Append a version to a file node and make it current; the previous version stays
-    (superseded, kept for the retention period). Returns the new version id."""
+    (superseded, kept for the retention period). Returns the new version id.
+
+    ``node_is_current``: the caller has just inserted the node already pointing at
+    ``vid`` with its size, digest and mtime (a new file: one statement fewer)."""
     now = now or utcnow()
-    vid = new_id()
+    vid = vid or new_id()
     conn.execute(
         _INSERT_VERSION,
         {
@@ -205,6 +210,8 @@ def new_version(
         )
     if previous:
         conn.execute(_SUPERSEDE, {"previous": previous, "now": now})
+    if node_is_current:
+        return vid
     conn.execute(
         _SET_CURRENT,
         {"node_id": node_id, "vid": vid, "size": size, "sha": sha256, "mtime": mtime, "now": now},
@@ -289,15 +296,6 @@ TENANT_USAGE = select(TENANTS.c.used_bytes, TENANTS.c.quota_bytes, _RESERVED).wh
     TENANTS.c.id == bindparam("tenant_id")
 )
 """(bytes used, quota, bytes reserved by unfinished resumable uploads)"""
-LOCK_TENANT = (
-    select(TENANTS.c.id)
-    .where(TENANTS.c.id == bindparam("tenant_id"))
-    .with_for_update(key_share=True)
-)
-"""PostgreSQL: hold the Client's row until commit, so that a check of its usage and the
-charge that follows are not interleaved with another transaction's. FOR NO KEY UPDATE,
-the lock CHARGE's UPDATE takes anyway: it does not conflict with the KEY SHARE locks
-that inserting rows referencing the Client takes (FOR UPDATE would, and deadlock)."""
 EXISTING_CHUNKS = select(CHUNKS.c.hash).where(
     CHUNKS.c.tenant_id == bindparam("tenant_id"),
     CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),
@@ -316,6 +314,20 @@ CHARGE = (
     .values(used_bytes=TENANTS.c.used_bytes + bindparam("charge"))
 )
 """Charge the quota only if it fits: the check and the charge are one atomic statement."""
+
+CHARGE_ADMIT = (
+    update(TENANTS)
+    .where(
+        TENANTS.c.id == bindparam("tenant_id"),
+        TENANTS.c.used_bytes + bindparam("charge") + _RESERVED + bindparam("other")
+        <= TENANTS.c.quota_bytes,
+    )
+    .values(used_bytes=TENANTS.c.used_bytes + bindparam("charge"))
+)
+"""CHARGE for an upload not admitted before its body was read (a small one): it must also
+fit beside the bytes unfinished resumable uploads hold and ``other`` (bytes in flight,
+less the upload's own credit). One statement: the row lock taken by the UPDATE orders
+concurrent admissions, so they cannot overshoot together."""
 
 INSERT_NODE = insert(NODES)
 

@@ -357,52 +357,40 @@ class Upload:
         if node is not None and node.kind != "file":
             raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(entry_of(node, rp).etag if node else None, self.if_match, self.if_none_match)
-        # Which of our chunks are new to this Client? Only those are charged.
-        digests = list(self._leased)
-        existing: set[str] = set()
+        # Which of our chunks are new to this Client? Only those are charged. Insert-or-
+        # ignore tells in one statement (no SELECT first): a concurrent upload of the
+        # same bytes may add the same rows meanwhile (PostgreSQL, READ COMMITTED), and
+        # only the rows this transaction really added are charged. Sorted: concurrent
+        # commits take the row locks in the same order (no deadlock).
+        digests = sorted(self._leased)
+        now = utcnow()
+        new: list[str] = []
+        insert_chunks = sql.insert_new_chunks(svc.db.is_sqlite)
         for i in range(0, len(digests), 500):
-            existing.update(
-                c.scalars(
-                    sql.EXISTING_CHUNKS, {"tenant_id": tenant, "hashes": digests[i : i + 500]}
-                )
-            )
-        # Sorted: concurrent commits then take row locks in the same order (no deadlock).
-        new = sorted(d for d in digests if d not in existing)
-        for d in new:
+            rows = [
+                {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
+                for d in digests[i : i + 500]
+            ]
+            new.extend(c.scalars(insert_chunks, rows))
+        for d in new:  # (raising here undoes the inserts with the rest of the commit)
             if d not in self._written and not svc.store.has_all(tenant, d):
                 raise StorageUnavailable("A chunk vanished during the upload; send it again.")
-        now = utcnow()
-        if new:
-            # A concurrent upload of the same bytes may insert the same rows between our
-            # SELECT and here (PostgreSQL, READ COMMITTED): insert-or-ignore, and charge
-            # only for the rows this transaction really added.
-            added: set[str] = set()
-            insert_chunks = sql.insert_new_chunks(svc.db.is_sqlite)
-            for i in range(0, len(new), 500):
-                rows = [
-                    {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
-                    for d in new[i : i + 500]
-                ]
-                added.update(c.scalars(insert_chunks, rows))
-            new = [d for d in new if d in added]
         charge = sum(self._leased[d] for d in new)
-        if self._admit_at_commit and charge:
-            # R-STORE-8 as in ``begin_upload``: unfinished resumable uploads and uploads
-            # in flight count too. Nothing is reserved: the CHARGE below takes the bytes
-            # in this same transaction, and it alone never lets ``used`` pass the quota.
-            if not svc.db.is_sqlite:  # one admission at a time per Client (SQLite: one writer)
-                c.execute(sql.LOCK_TENANT, {"tenant_id": tenant})
-            used, quota, held = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
-            held = int(held) - self._credit
-            inflight = svc.leases.inflight(tenant)
-            if used + held + inflight + charge > quota:
-                raise quota_error(used, quota, charge, inflight + held)
         if charge:
-            done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
+            if self._admit_at_commit:
+                # R-STORE-8 as in ``begin_upload``, in the charge's own statement:
+                # unfinished resumable uploads and uploads in flight count too.
+                inflight = svc.leases.inflight(tenant)
+                params = {"tenant_id": tenant, "charge": charge}
+                done = c.execute(sql.CHARGE_ADMIT, {**params, "other": inflight - self._credit})
+            else:  # admitted (reserved) before the body was read
+                done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
             if done.rowcount != 1:
-                used, quota, _ = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
-                raise quota_error(used, quota, charge)
+                used, quota, held = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
+                other = int(held) - self._credit + svc.leases.inflight(tenant)
+                raise quota_error(used, quota, charge, max(other, 0))
         created = node is None
+        vid = new_id()
         if node is None:
             node_id, created_at, previous = new_id(), now, None
             c.execute(
@@ -413,9 +401,9 @@ class Upload:
                     "parent_id": parent.id,
                     "name": rp.name,
                     "kind": "file",
-                    "version_id": None,
-                    "size": 0,
-                    "sha256": "",
+                    "version_id": vid,  # inserted right below (no foreign key to wait for)
+                    "size": self.size,
+                    "sha256": sha,
                     "mtime": mtime,
                     "created_at": now,
                     "updated_at": now,
@@ -437,6 +425,8 @@ class Upload:
             mtime=mtime,
             refs=self._refs,
             now=now,
+            vid=vid,
+            node_is_current=created,
         )
         if touch:
             sql.touch(c, parent.id, now)
