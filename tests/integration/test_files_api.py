@@ -248,11 +248,11 @@ def test_concurrent_uploads_cannot_overshoot_quota(runtime: Runtime, announced: 
 def test_concurrent_small_uploads_cannot_overshoot_quota(runtime: Runtime) -> None:
     """R-STORE-8 on the small-file path, whose quota admission happens in the commit's
     transaction (no read before it): 16 bodies of 100 kB race for room for 5, beside
-    an unfinished upload holding 2 x 100 kB. Never over, never a stray chunk, and the
+    an unfinished big upload holding 3 x 100 kB. Never over, never a stray chunk, and the
     refused ones leave no reservation behind."""
     unit = 100_000
-    acct = make_account(runtime, quota=7 * unit + unit // 2)
-    big = begin_upload(runtime.files, acct.principal, parse_path("/held"), expected_size=2 * unit)
+    acct = make_account(runtime, quota=8 * unit + unit // 2)
+    big = begin_upload(runtime.files, acct.principal, parse_path("/held"), expected_size=3 * unit)
     before = chunk_files(runtime)
     results: list[str] = []
     barrier = threading.Barrier(16)
@@ -271,9 +271,9 @@ def test_concurrent_small_uploads_cannot_overshoot_quota(runtime: Runtime) -> No
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert sorted(results) == [f"507 of {7 * unit + unit // 2}"] * 11 + ["ok"] * 5
+    assert sorted(results) == [f"507 of {8 * unit + unit // 2}"] * 11 + ["ok"] * 5
     usage = runtime.files.usage(acct.principal)
-    assert usage.used == 5 * unit and usage.inflight == 2 * unit  # only the held upload
+    assert usage.used == 5 * unit and usage.inflight == 3 * unit  # only the held upload
     assert len(chunk_files(runtime) - before) == 5  # refused bodies were removed
     big.abort()
     assert runtime.files.usage(acct.principal).inflight == 0

@@ -117,6 +117,9 @@ class Upload:
         # Quota admission in the commit's transaction instead of before the body is read:
         # for bodies already in memory (``store_bytes``), where failing early saves nothing.
         self._admit_at_commit = admit_at_commit
+        # Small mode (``begin_upload`` with a known size below the chunker's minimum):
+        # the body is kept here and stored whole by ``commit``.
+        self._small: bytearray | None = bytearray() if admit_at_commit else None
         self.size = 0
         self._hash = hashlib.sha256()
         self._chunker = StreamChunker()
@@ -137,6 +140,13 @@ class Upload:
         """Hashing runs beside chunking: the whole-file SHA-256 of this block and the
         SHA-256 of each chunk are computed in worker threads (hashlib releases the GIL),
         so a big upload uses both cores instead of doing three passes on one."""
+        if self._small is not None:
+            if len(self._small) + len(data) >= MIN_SIZE:
+                raise InvalidInput(
+                    "The body is longer than its announced Content-Length; nothing was stored."
+                )
+            self._small += data
+            return
         self.size += len(data)
         # The whole-file hash must see the blocks in order: wait for the previous block's
         # update before any next one, whichever thread does it.
@@ -248,10 +258,10 @@ class Upload:
             self.size += len(data)
             self._hash.update(data)
 
-    def put_whole(self, data: bytes) -> None:
+    def _put_whole(self, data: bytes) -> None:
         """A body smaller than the chunker's minimum cut, whole: one chunk, stored in the
-        calling thread with no read transaction (``store_bytes``). The commit checks
-        everything ``begin_upload`` and ``_add_chunk`` would have checked first."""
+        calling thread with no read transaction. The commit checks everything
+        ``begin_upload`` and ``_add_chunk`` would have checked first."""
         self.size = len(data)
         self._hash.update(data)
         if not data:
@@ -279,6 +289,9 @@ class Upload:
     def commit(self) -> tuple[Entry, bool]:
         """Make the file visible; returns its entry and whether it was newly created."""
         try:
+            if self._small is not None:
+                data, self._small = bytes(self._small), None
+                self._put_whole(data)
             for chunk in self._chunker.finish():
                 self._queue_chunk(chunk)
             self._drain_hashed(0)
@@ -492,10 +505,19 @@ class Upload:
 
 
 def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object) -> Upload:
-    """Check what can be checked before any byte is read (fail fast on a 10 GB body)."""
+    """Check what can be checked before any byte is read (fail fast on a 10 GB body).
+
+    A body announced below the chunker's minimum cut is one chunk: nothing is checked
+    here, the body is kept in memory and stored whole in the calling thread, and every
+    check (access, parent folder, preconditions, quota) is made once, in the commit's
+    transaction, instead of in two read transactions before it. Small files are bound
+    by per-file CPU, and those transactions were a third of it."""
     svc._writable(p)
     if path.is_root:
         raise Conflict("The root folder cannot be replaced by a file.")
+    expected = kw.get("expected_size")
+    if isinstance(expected, int) and 0 <= expected < MIN_SIZE and not kw.get("credit"):
+        return Upload(svc, p, path, admit_at_commit=True, **kw)  # type: ignore[arg-type]
     with svc.db.read_conn() as c:
         access.need_write(svc.view(c, p), path)  # before any byte is read (R-SHARE-1)
         if kw.get("parents"):  # missing folders are made at commit; a file in the way is 409
@@ -540,23 +562,8 @@ def store_bytes(
     svc: FileService, p: Principal, path: RemotePath, data: bytes, **kw: object
 ) -> tuple[Entry, bool]:
     """A whole body already in memory, in one call, so an adapter pays one thread
-    hand-off instead of three (begin, write, commit).
-
-    Below the chunker's minimum cut the body is a single chunk: it is written in this
-    thread and every check (access, parent folder, preconditions, quota) is made once,
-    in the commit's transaction, instead of in two read transactions before it. Small
-    files are bound by per-file CPU, and those transactions were a third of it."""
-    if len(data) < MIN_SIZE:
-        svc._writable(p)
-        if path.is_root:
-            raise Conflict("The root folder cannot be replaced by a file.")
-        upload = Upload(svc, p, path, admit_at_commit=True, **kw)  # type: ignore[arg-type]
-        try:
-            upload.put_whole(data)
-        except BaseException:
-            upload.abort()
-            raise
-        return upload.commit()
+    hand-off instead of three (begin, write, commit)."""
+    kw.setdefault("expected_size", len(data))
     upload = begin_upload(svc, p, path, **kw)
     try:
         upload.write(data)
