@@ -239,7 +239,7 @@ def test_last_patch_commits_and_a_failed_commit_keeps_the_bytes(
     client: TestClient, alice: Account, runtime: Runtime
 ) -> None:
     """The last byte commits at once from the chunks stored as the body arrived (the part
-    file is dropped unsynced). If that commit fails (here a folder appeared at the
+    file is never written). If that commit fails (here a folder appeared at the
     destination), every byte is still kept and acknowledged, the client hears why, and
     a retry at the final offset commits once the way is clear."""
     data = bytes(range(251)) * 3000
@@ -247,13 +247,15 @@ def test_last_patch_commits_and_a_failed_commit_keeps_the_bytes(
     upload_id = url.rstrip("/").rsplit("/", 1)[-1]
     assert patch(client, alice, url, 0, data).status_code == 204
     assert not runtime.resumables.part_path(upload_id).exists()
-    assert client.head(url, auth=alice.auth, headers=TUS).headers["upload-offset"] == str(
-        len(data)
-    )
+    assert client.head(url, auth=alice.auth, headers=TUS).headers["upload-offset"] == str(len(data))
     assert client.get("/api/v1/files/plan.bin", auth=alice.auth).content == data
 
     url = create(client, alice, len(data), filename="late.bin").headers["location"]
     assert patch(client, alice, url, 0, data[:-1]).status_code == 204
+    # A PATCH that ends early: its bytes, chunked as they came, are copied back out to
+    # the part file, which is what a restarted server resumes from.
+    late_id = url.rstrip("/").rsplit("/", 1)[-1]
+    assert runtime.resumables.part_path(late_id).read_bytes() == data[:-1]
     client.post("/api/v1/mkdir", json={"path": "/late.bin"}, auth=alice.auth)
     refused = patch(client, alice, url, len(data) - 1, data[-1:])
     assert refused.status_code == 409, refused.text

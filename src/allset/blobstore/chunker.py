@@ -57,6 +57,10 @@ class StreamChunker:
         del self._buf[:end]
         yield from chunks
 
+    def buffered(self) -> bytes:
+        """The bytes fed but not yet emitted in a chunk (after the last cut)."""
+        return bytes(self._buf)
+
     def finish(self) -> Iterator[bytes]:
         if self._buf:
             with memoryview(self._buf) as view:

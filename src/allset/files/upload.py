@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,7 @@ class Upload:
         self._new_bytes = 0
         self._done = False
         self._hash_job: Future[None] | None = None
+        self.committing = False  # from ``commit`` on, it takes no more bytes
         self._hashing: deque[tuple[Future[str], bytes]] = deque()
 
     # ---- streaming -----------------------------------------------------------------
@@ -279,6 +281,19 @@ class Upload:
         self.svc.store.put(self.tenant, digest, data)
         leases.mark_durable(self.tenant, digest)
 
+    def read_back(self, start: int) -> Iterator[bytes]:
+        """The bytes written from offset ``start`` on, from where they are now: the chunks
+        cut so far (made durable first, read back verified) and the chunker's buffer.
+        For a resumable upload that must keep them elsewhere (``resumable.Appender``)."""
+        self._drain_hashed(0)
+        while self._pending:
+            self._settle_one()
+        for digest, offset, length in self._refs:
+            if offset + length > start:
+                data = self.svc.store.get(self.tenant, digest)
+                yield data[max(0, start - offset) :]
+        yield self._chunker.buffered()[max(0, start - self._offset) :]
+
     def _settle_one(self) -> None:
         digest, futures = self._pending.popleft()
         self.svc.store.wait(futures)
@@ -286,8 +301,12 @@ class Upload:
         self.svc.leases.mark_durable(self.tenant, digest)
 
     # ---- ending --------------------------------------------------------------------
-    def commit(self) -> tuple[Entry, bool]:
-        """Make the file visible; returns its entry and whether it was newly created."""
+    def commit(self, keep_on_error: bool = False) -> tuple[Entry, bool]:
+        """Make the file visible; returns its entry and whether it was newly created.
+
+        On failure the upload is aborted, unless ``keep_on_error``: then its chunks stay
+        (leased) so that ``read_back`` still works, and the caller must ``abort``."""
+        self.committing = True
         try:
             if self._small is not None:
                 data, self._small = bytes(self._small), None
@@ -300,7 +319,8 @@ class Upload:
             sha = self.verified_digest()
             result = self._commit_with_retry(sha)
         except BaseException:
-            self.abort()
+            if not keep_on_error:
+                self.abort()
             raise
         self._release(delete_unused=False)
         return result
