@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 from datetime import timedelta
 
 import httpx
@@ -266,3 +267,20 @@ def test_last_patch_commits_and_a_failed_commit_keeps_the_bytes(
     done = patch(client, alice, url, len(data), b"")
     assert done.status_code == 204 and done.headers["repr-digest"] == digest(data)
     assert client.get("/api/v1/files/late.bin", auth=alice.auth).content == data
+
+
+def test_early_end_copies_chunked_bytes_back_to_the_part_file(
+    client: TestClient, alice: Account, runtime: Runtime
+) -> None:
+    """A PATCH long enough to be cut into chunks on the way (over 8 MiB) that stops
+    before the end: the part file then holds exactly the acknowledged bytes, from the
+    stored chunks and the chunker's buffer, and the upload completes from there."""
+    data = random.Random(5).randbytes(11 * 1024 * 1024)
+    url = create(client, alice, len(data), filename="long.bin").headers["location"]
+    upload_id = url.rstrip("/").rsplit("/", 1)[-1]
+    first = 9 * 1024 * 1024 + 12345
+    assert patch(client, alice, url, 0, data[:first]).status_code == 204
+    assert runtime.resumables.part_path(upload_id).read_bytes() == data[:first]
+    last = patch(client, alice, url, first, data[first:])
+    assert last.status_code == 204 and last.headers["repr-digest"] == digest(data)
+    assert client.get("/api/v1/files/long.bin", auth=alice.auth).content == data
