@@ -276,16 +276,24 @@ class PostgresServer:
 
     # ---------------------------------------------------------------------------- databases
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
         """Create database ``name`` and return a SQLAlchemy URL for it.
 
         The URL has the form ``postgresql+psycopg://postgres@/NAME?host=<socketdir>``: an
         empty host part plus ``host=`` in the query makes libpq use the Unix socket directory.
         A fresh database per test (or per module) gives isolation without re-running initdb.
+        With ``template``, the new database is a copy of that one (``CREATE DATABASE …
+        TEMPLATE``), which must have no open connection.
         """
         self._check_name(name)
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            self._check_name(template)
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
         with self._admin_connection() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(query)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:

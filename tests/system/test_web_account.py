@@ -18,18 +18,15 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+import webhelpers
 from serverproc import ServerProcess
+from webhelpers import PASSWORD, PHONE, new_page, owner
 
 pytestmark = pytest.mark.system
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "Vive le stockage 2026!"
 NEW_PASSWORD = "Un nouveau départ 2027"
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
 
 
 class Inbox:
@@ -80,52 +77,15 @@ def srv(tmp_path_factory: pytest.TempPathFactory, inbox: Inbox) -> Iterator[Serv
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def owner(srv: ServerProcess, tenant: str) -> str:
-    srv.cli("tenant", "create", tenant, "--quota", "1GiB")
-    email_ = f"direction@{tenant}.fr"
-    args = ["user", "create", "--tenant", tenant, email_, "--role", "owner", "--password-stdin"]
-    srv.cli(*args, input=PASSWORD + "\n")
-    return email_
-
-
-def new_page(browser: Browser, srv: ServerProcess, viewport: dict[str, int] = DESKTOP) -> Page:
-    ctx = browser.new_context(
-        base_url=srv.url,
-        ignore_https_errors=True,
-        viewport=viewport,
-        locale="fr-FR",
-        accept_downloads=True,
-    )
-    page = ctx.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    page.violations = violations  # type: ignore[attr-defined]
-    return page
-
-
 def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    """The screenshot; at phone width, the page must also be no wider than the screen."""
+    webhelpers.shot(page, name)
     if page.viewport_size and page.viewport_size["width"] == PHONE["width"]:
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
 
 
 def sign_in(page: Page, email_: str, password: str = PASSWORD) -> None:
-    page.goto("/login")
-    page.get_by_label("Adresse e-mail").fill(email_)
-    page.get_by_label("Mot de passe", exact=True).fill(password)
-    page.get_by_role("button", name="Se connecter").click()
+    webhelpers.sign_in(page, email_, password)
     expect(page).to_have_url(re.compile(r"/files/"))
 
 

@@ -17,22 +17,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from _util import client, db_query, restart
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
-from test_web_ui import CHROMIUM, DESKTOP, PASSWORD, PHONE, owner, page_for, shot, sign_in
+from playwright.sync_api import Browser, Page, Request, expect
 
 from serverproc import ServerProcess
+from webhelpers import DESKTOP, PASSWORD, PHONE, new_page, owner, shot, sign_in
 
 pytestmark = pytest.mark.system
 
 MiB = 1 << 20
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +66,9 @@ def test_upload_browse_sort_rename_versions_trash(
     (tree / "plan.txt").write_bytes(b"plan")
     (tree / "inner" / "deep <img src=x onerror=alert(1)>.txt").write_bytes(b"deep")
 
-    page = page_for(browser, srv, DESKTOP)
+    page = new_page(browser, srv, DESKTOP)
     page.on("dialog", lambda d: d.accept())
-    sign_in(page, email)
+    sign_in(page, email, start="/")
     expect(page).to_have_url(f"{srv.url}/files/")
     page.locator("#pick-files").set_input_files([str(tmp_path / n) for n in files])
     page.locator("#pick-folder").set_input_files(str(tree))
@@ -173,8 +165,8 @@ def test_upload_browse_sort_rename_versions_trash(
     assert page.violations == []  # type: ignore[attr-defined]
 
     # phone width: nothing wider than the screen on the three pages
-    phone = page_for(browser, srv, PHONE)
-    sign_in(phone, email)
+    phone = new_page(browser, srv, PHONE)
+    sign_in(phone, email, start="/")
     for url, name in (
         ("/files/", "files-list"),
         ("/item/c.csv", "files-item"),
@@ -201,7 +193,7 @@ def test_upload_resumes_after_server_restart(browser: Browser, tmp_path: Path) -
         body = os.urandom(20 * MiB)
         big.write_bytes(body)
 
-        page = page_for(browser, server, DESKTOP)
+        page = new_page(browser, server, DESKTOP)
         page.on("dialog", lambda d: d.accept())
         patches: list[tuple[str, int]] = []
 
@@ -210,7 +202,7 @@ def test_upload_resumes_after_server_restart(browser: Browser, tmp_path: Path) -
                 patches.append((r.url, int(r.headers.get("upload-offset", "-1"))))
 
         page.on("request", on_request)
-        sign_in(page, email)
+        sign_in(page, email, start="/")
         expect(page).to_have_url(f"{server.url}/files/")
         page.locator("#pick-files").set_input_files(str(big))
         deadline = time.monotonic() + 30

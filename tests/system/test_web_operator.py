@@ -12,22 +12,16 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from _util import client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from serverproc import ServerProcess
+from webhelpers import DESKTOP, PASSWORD, PHONE, new_page, owner, shot, sign_in
 
 pytestmark = pytest.mark.system
-
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "Vive le stockage 2026!"
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
 
 
 @pytest.fixture(scope="module")
@@ -38,65 +32,13 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     s.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def owner(srv: ServerProcess, tenant: str) -> str:
-    srv.cli("tenant", "create", tenant, "--quota", "1GiB", "--company", f"{tenant.title()} SAS")
-    email = f"direction@{tenant}.fr"
-    srv.cli(
-        "user",
-        "create",
-        "--tenant",
-        tenant,
-        email,
-        "--role",
-        "owner",
-        "--password-stdin",
-        input=PASSWORD + "\n",
-    )
-    return email
-
-
-def new_page(browser: Browser, srv: ServerProcess, viewport: dict[str, int]) -> Page:
-    ctx = browser.new_context(
-        base_url=srv.url, ignore_https_errors=True, viewport=viewport, locale="fr-FR"
-    )
-    page = ctx.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    page.on("dialog", lambda d: d.accept())  # every console action asks first
-    page.violations = violations  # type: ignore[attr-defined]
-    return page
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Page, email: str, password: str) -> None:
-    page.goto("/login")
-    page.get_by_label("Adresse e-mail").fill(email)
-    page.get_by_label("Mot de passe").fill(password)
-    page.get_by_role("button", name="Se connecter").click()
-
-
 def test_operator_suspends_and_the_user_sees_why(srv: ServerProcess, browser: Browser) -> None:
-    email = owner(srv, "acme")
-    user = new_page(browser, srv, DESKTOP)
+    email = owner(srv, "acme", "--company", "Acme SAS")
+    user = new_page(browser, srv, DESKTOP, dialogs=True)
     sign_in(user, email, PASSWORD)
     expect(user).to_have_url(f"{srv.url}/files/")
 
-    op = new_page(browser, srv, DESKTOP)
+    op = new_page(browser, srv, DESKTOP, dialogs=True)
     assert srv.operator_password
     sign_in(op, "operator@localhost", srv.operator_password)
     expect(op).to_have_url(f"{srv.url}/operator")
@@ -114,7 +56,7 @@ def test_operator_suspends_and_the_user_sees_why(srv: ServerProcess, browser: Br
         "Le service de votre organisation est suspendu : Facture impayée n° 42"
     )
     shot(user, "suspended-desktop")
-    fresh = new_page(browser, srv, PHONE)  # and so does signing in
+    fresh = new_page(browser, srv, PHONE, dialogs=True)  # and so does signing in
     sign_in(fresh, email, PASSWORD)
     expect(fresh.get_by_role("alert")).to_contain_text("Facture impayée n° 42")
     shot(fresh, "suspended-phone")
@@ -133,12 +75,12 @@ def test_operator_suspends_and_the_user_sees_why(srv: ServerProcess, browser: Br
 
 
 def test_throttle_interrupt_takedown_and_audit(srv: ServerProcess, browser: Browser) -> None:
-    email = owner(srv, "lente")
+    email = owner(srv, "lente", "--company", "Lente SAS")
     with client(srv, (email, PASSWORD)) as api:
         assert api.put("/api/v1/files/doc.txt", content=b"contrat").status_code == 201
         link = api.post("/api/v1/links", json={"path": "/doc.txt"}).json()
 
-    op = new_page(browser, srv, DESKTOP)
+    op = new_page(browser, srv, DESKTOP, dialogs=True)
     assert srv.operator_password
     sign_in(op, "operator@localhost", srv.operator_password)
     op.goto("/operator/clients/lente")
@@ -202,7 +144,7 @@ def test_throttle_interrupt_takedown_and_audit(srv: ServerProcess, browser: Brow
     shot(op, "operator-clients-desktop")
     assert op.violations == []  # type: ignore[attr-defined]
 
-    phone = new_page(browser, srv, PHONE)
+    phone = new_page(browser, srv, PHONE, dialogs=True)
     sign_in(phone, "operator@localhost", srv.operator_password)
     shot(phone, "operator-clients-phone")
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -212,7 +154,7 @@ def test_throttle_interrupt_takedown_and_audit(srv: ServerProcess, browser: Brow
 
     # the Client's owner sees the day's transfers as charts
     for viewport, name in ((DESKTOP, "usage-desktop"), (PHONE, "usage-phone")):
-        page = new_page(browser, srv, viewport)
+        page = new_page(browser, srv, viewport, dialogs=True)
         sign_in(page, email, PASSWORD)
         page.get_by_role("link", name="Consommation").click()
         expect(page.get_by_role("img", name="Transferts par jour")).to_be_visible()

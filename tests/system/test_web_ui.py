@@ -12,17 +12,12 @@ from pathlib import Path
 
 import pytest
 from _util import client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from serverproc import ServerProcess
+from webhelpers import DESKTOP, PASSWORD, PHONE, new_page, owner, shot, sign_in
 
 pytestmark = pytest.mark.system
-
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-PASSWORD = "Vive le stockage 2026!"
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
 
 
 @pytest.fixture(scope="module")
@@ -31,58 +26,6 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
     srv.start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def owner(srv: ServerProcess, tenant: str) -> str:
-    srv.cli("tenant", "create", tenant, "--quota", "1GiB")
-    email = f"direction@{tenant}.fr"
-    srv.cli(
-        "user",
-        "create",
-        "--tenant",
-        tenant,
-        email,
-        "--role",
-        "owner",
-        "--password-stdin",
-        input=PASSWORD + "\n",
-    )
-    return email
-
-
-def page_for(browser: Browser, srv: ServerProcess, viewport: dict[str, int]) -> Page:
-    ctx = browser.new_context(
-        base_url=srv.url, ignore_https_errors=True, viewport=viewport, locale="fr-FR"
-    )
-    page = ctx.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-    )
-    page.violations = violations  # type: ignore[attr-defined]
-    return page
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Page, email: str) -> None:
-    page.goto("/")
-    expect(page.get_by_role("heading", name="Connexion")).to_be_visible()
-    page.get_by_label("Adresse e-mail").fill(email)
-    page.get_by_label("Mot de passe").fill(PASSWORD)
-    page.get_by_role("button", name="Se connecter").click()
 
 
 def test_sign_in_browse_download_language_sign_out(
@@ -96,7 +39,7 @@ def test_sign_in_browse_download_language_sign_out(
         assert api.put(f"/api/v1/files/{hostile}", content=body).status_code == 201
         assert api.put("/api/v1/files/Projets/plan.txt", content=b"plan").status_code == 201
 
-    page = page_for(browser, web_server, DESKTOP)
+    page = new_page(browser, web_server, DESKTOP)
     page.goto("/files/")  # not signed in: to the sign-in page, and back after it
     expect(page).to_have_url(f"{web_server.url}/login?next=%2Ffiles%2F")
     shot(page, "login-desktop")
@@ -139,8 +82,8 @@ def test_sign_in_browse_download_language_sign_out(
 
 def test_phone_width_and_keyboard(web_server: ServerProcess, browser: Browser) -> None:
     email = owner(web_server, "mobile")
-    page = page_for(browser, web_server, PHONE)
-    sign_in(page, email)
+    page = new_page(browser, web_server, PHONE)
+    sign_in(page, email, start="/")
     expect(page).to_have_url(f"{web_server.url}/files/")
     shot(page, "files-phone")
     # nothing wider than the screen
