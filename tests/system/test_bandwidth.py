@@ -21,6 +21,13 @@ MiB = 1 << 20
 LIMIT = 5_000_000  # 40 Mbit/s in bytes per second
 
 
+@pytest.fixture
+def server(module_server: ServerProcess) -> ServerProcess:
+    """One server per database for this module (tests/conftest.py ``module_server``):
+    each test works in a Client of its own and checks only that Client's files and usage."""
+    return module_server
+
+
 def timed_download(srv: ServerProcess, auth: tuple[str, str], path: str) -> tuple[int, float]:
     """Bytes and seconds from the first byte to the last (connection set-up excluded)."""
     with srv.client(auth=auth, timeout=120) as c, c.stream("GET", path) as r:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _util import create_owner
 
 from serverproc import ServerProcess
 
@@ -20,6 +21,13 @@ pytestmark = pytest.mark.system
 
 ALLSET = str(Path(sys.executable).parent / "allset")
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def server(module_server: ServerProcess) -> ServerProcess:
+    """One server per database for this module (tests/conftest.py ``module_server``):
+    each test works in a Client of its own and checks only that Client's files and usage."""
+    return module_server
 
 
 def allset(cfg: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,20 +44,12 @@ def allset(cfg: Path, *args: str, input: str | None = None) -> subprocess.Comple
 
 
 def owner_with_password(server: ServerProcess, tenant: str, *options: str) -> str:
-    """A Client whose owner signs in with an account password (what `allset login` asks)."""
-    server.cli("tenant", "create", tenant, "--quota", "1GiB", *options)
+    """A Client whose owner signs in with an account password (what `allset login` asks).
+    ``options``: ``"--bandwidth", RATE`` or nothing, as for ``allset-server tenant create``."""
+    bandwidth = dict(zip(options[::2], options[1::2], strict=True)).pop("--bandwidth", None)
+    assert len(options) == (2 if bandwidth else 0), options
     email = f"me@{tenant}.example"
-    server.cli(
-        "user",
-        "create",
-        "--tenant",
-        tenant,
-        email,
-        "--role",
-        "owner",
-        "--password-stdin",
-        input=PASSWORD + "\n",
-    )
+    create_owner(server, tenant, email, quota="1GiB", bandwidth=bandwidth, password=PASSWORD)
     return email
 
 

@@ -32,6 +32,13 @@ pytestmark = pytest.mark.system
 LITMUS_SUITES = "basic copymove props locks http"
 
 
+@pytest.fixture
+def server(module_server: ServerProcess) -> ServerProcess:
+    """One server per database for this module (tests/conftest.py ``module_server``):
+    each test works in a Client of its own and checks only that Client's files and usage."""
+    return module_server
+
+
 def run_litmus(
     srv: ServerProcess, email: str, password: str, capsys: pytest.CaptureFixture[str]
 ) -> dict[str, tuple[int, int]]:
@@ -171,7 +178,8 @@ def _quote(path: str) -> str:
 def test_interrupted_put_leaves_nothing(server: ServerProcess, framing: str) -> None:
     """A client that drops the connection mid-body must not leave a truncated file (a2wsgi
     alone would end the body normally and WsgiDAV would commit what arrived)."""
-    _, email, password = make_account(server, "cut", "dav@cut.example")
+    name = f"cut-{framing}"  # the server is shared by the module
+    _, email, password = make_account(server, name, f"dav@{name}.example")
     host, port = server.url.removeprefix("https://").rsplit(":", 1)
     auth = base64.b64encode(f"{email}:{password}".encode()).decode()
     framing_header = (
