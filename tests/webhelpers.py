@@ -31,12 +31,21 @@ DESKTOP = {"width": 1280, "height": 800}
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[Browser]:
     """One Chromium for every browser test (starting one takes about a second)."""
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
         b.close()
+
+
+@pytest.fixture
+def browser(chromium: Browser) -> Iterator[Browser]:
+    """The shared Chromium; the contexts (pages) a test opened are closed after it, so no
+    cookie outlives the test and no keep-alive connection delays a server's shutdown."""
+    yield chromium
+    for ctx in chromium.contexts:
+        ctx.close()
 
 
 def new_page(
