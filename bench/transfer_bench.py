@@ -191,40 +191,54 @@ def delta(srv: ServerProcess, auth: tuple[str, str], tmp: Path, size: int) -> di
 
 
 def tus_vs_put(srv: ServerProcess, auth: tuple[str, str], size: int, run: int) -> dict[str, float]:
-    """New random content for each upload: nothing may be deduplicated."""
-    blocks = list(keystream(f"put-{run}", size))
+    """New random content for each upload: nothing may be deduplicated. The order
+    alternates between runs (PUT first on even runs, tus first on odd ones) so that
+    neither always follows the other's disk writes."""
     with srv.client(auth=auth, timeout=600) as c:
-        start = time.monotonic()
-        r = c.put(
-            "/api/v1/files/put.bin", content=iter(blocks), headers={"Content-Length": str(size)}
-        )
-        r.raise_for_status()
-        put_s = time.monotonic() - start
-        blocks = list(keystream(f"tus-{run}", size))
-        name = base64.b64encode(b"tus.bin").decode()
-        start = time.monotonic()
-        r = c.post(
-            "/tus/",
-            headers={
-                "Tus-Resumable": "1.0.0",
-                "Upload-Length": str(size),
-                "Upload-Metadata": f"filename {name}",
-            },
-        )
-        r.raise_for_status()
-        r = c.patch(
-            r.headers["location"],
-            content=iter(blocks),
-            headers={
-                "Tus-Resumable": "1.0.0",
-                "Upload-Offset": "0",
-                "Content-Type": "application/offset+octet-stream",
-                "Content-Length": str(size),
-            },
-        )
-        r.raise_for_status()
-        tus_s = time.monotonic() - start
-        assert "repr-digest" in r.headers
+
+        def put() -> float:
+            blocks = list(keystream(f"put-{run}", size))
+            start = time.monotonic()
+            r = c.put(
+                "/api/v1/files/put.bin",
+                content=iter(blocks),
+                headers={"Content-Length": str(size)},
+            )
+            r.raise_for_status()
+            return time.monotonic() - start
+
+        def tus() -> float:
+            blocks = list(keystream(f"tus-{run}", size))
+            name = base64.b64encode(b"tus.bin").decode()
+            start = time.monotonic()
+            r = c.post(
+                "/tus/",
+                headers={
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Length": str(size),
+                    "Upload-Metadata": f"filename {name}",
+                },
+            )
+            r.raise_for_status()
+            r = c.patch(
+                r.headers["location"],
+                content=iter(blocks),
+                headers={
+                    "Tus-Resumable": "1.0.0",
+                    "Upload-Offset": "0",
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(size),
+                },
+            )
+            r.raise_for_status()
+            elapsed = time.monotonic() - start
+            assert "repr-digest" in r.headers
+            return elapsed
+
+        if run % 2 == 0:
+            put_s, tus_s = put(), tus()
+        else:
+            tus_s, put_s = tus(), put()
     return {"put_mbs": size / MB / put_s, "tus_mbs": size / MB / tus_s, "ratio": put_s / tus_s}
 
 
