@@ -11,9 +11,9 @@ and the part file is only written when a PATCH ends before the last byte (see
 ``Appender``); the last byte then needs only the commit. Otherwise (after a restart,
 for concatenation) the part file is streamed through ``begin_upload`` when the last byte
 arrives. Either way it is the same commit as a REST PUT (quota, versions, the commit
-transaction), so conflicts and versions follow the same rules. Until then the upload's declared length counts
-against the Client's quota (``sql.TENANT_USAGE``), and an upload left alone expires (24 h
-by default) and its bytes are reclaimed by maintenance.
+transaction), so conflicts and versions follow the same rules. Until then the upload's
+declared length counts against the Client's quota (``sql.TENANT_USAGE``), and an upload
+left alone expires (24 h by default) and its bytes are reclaimed by maintenance.
 
 Concatenation: "partial" uploads are never committed on their own; a "final" upload names
 finished parts and is committed by streaming them in order.
