@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,17 @@ from pg_harness import PostgresServer
 from serverproc import ServerProcess
 
 pytest_plugins = ["webhelpers"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C must reach the programs the tests start (``allset sync --watch`` is stopped
+    with SIGINT, as a user would). A test run started in the background by a
+    non-interactive shell inherits SIGINT *ignored*, and an ignored signal stays ignored
+    across exec, so the client never saw it and the test waited 30 s in vain. A signal
+    with a handler here is reset to its default in each child."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 _db_counter = itertools.count()
 
