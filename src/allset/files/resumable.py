@@ -312,12 +312,9 @@ class Resumables:
             if info.concat == "final"
             else [self.part_path(info.id)]
         )
-        live = self._take_live(info.id)
-        if live is not None and live.size == info.length:
-            entry, _ = live.commit()
-            return self._done(info, entry, sources)
-        if live is not None:
-            live.abort()
+        # A live Upload holding every byte was committed by the last PATCH itself
+        # (Appender._commit_live); one still here disagrees with the part file.
+        self.drop_live(info.id)
         upload = begin_upload(self.files, p, rp, expected_size=info.length, credit=info.length)
         try:
             for src in sources:
