@@ -8,7 +8,8 @@ import hashlib
 import random
 
 from allset.core.paths import parse_path
-from allset.files.upload import PARALLEL_HASH_MIN, begin_upload
+from allset.files.hashing import PARALLEL_HASH_MIN
+from allset.files.upload import begin_upload
 from allset.runtime import Runtime
 from conftest import Account
 

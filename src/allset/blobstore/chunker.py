@@ -1,15 +1,23 @@
-"""Content-defined chunking of a stream in constant memory (FastCDC).
+"""Content-defined chunking of a stream in constant memory (FastCDC 2020).
 
 Content-defined cut points depend on the bytes, not on offsets, so inserting 10 bytes
 near the start of a file changes one or two chunks instead of all of them: later
 uploads (and the sync client, which must chunk identically) send only what changed.
+
+The cutting is ``pyfastcdc`` (FastCDC 2020, output identical to the reference
+``fastcdc-rs``): its compiled loop runs without the GIL, so a big upload's chunking
+overlaps hashing and the network on the other core, and it cuts ~2x faster than the
+``fastcdc`` package used before, which held the GIL for ~1 ms per MiB. Cut points
+differ from that package's (FastCDC 2016): a file stored before the switch is cut anew
+when next sent, so its first delta after the upgrade is the whole file; the server
+accepts any cutting a client sends (``files.upload.MAX_CHUNK``), so older clients work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastcdc import fastcdc
+from pyfastcdc import FastCDC
 
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024
@@ -28,20 +36,13 @@ class StreamChunker:
         self, min_size: int = MIN_SIZE, avg_size: int = AVG_SIZE, max_size: int = MAX_SIZE
     ) -> None:
         self.min_size, self.avg_size, self.max_size = min_size, avg_size, max_size
+        self._cdc = FastCDC(avg_size, min_size=min_size, max_size=max_size)
         self._buf = bytearray()
 
     def _cut(self, data: bytes | bytearray) -> list[tuple[int, int]]:
-        return [
-            (c.offset, c.length)
-            for c in fastcdc(
-                data,  # read in place: copying the buffer on every scan cost ~3% of a PUT
-                min_size=self.min_size,
-                avg_size=self.avg_size,
-                max_size=self.max_size,
-                fat=False,
-                hf=None,
-            )
-        ]
+        # Read in place (copying the buffer on every scan cost ~3% of a PUT); the
+        # chunks' views of ``data`` are gone when this returns, so it may be resized.
+        return [(c.offset, c.length) for c in self._cdc.cut_buf(data)]
 
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         self._buf += data

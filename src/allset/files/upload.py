@@ -16,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
-import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -44,29 +43,24 @@ from allset.core.units import format_size
 from allset.db.models import utcnow
 from allset.files import access, sql
 from allset.files.entries import Entry, entry_of
+from allset.files.hashing import HASH_POOL, PARALLEL_HASH_MIN, OrderedSha256, sha256_hex
 from allset.files.service import check_etag
 
 if TYPE_CHECKING:
     from allset.files.service import FileService
 
 
-# Chunks written but not yet confirmed durable, per upload: enough to overlap chunking
-# and hashing with fsync, few enough to bound memory (at most 5 x 4 MiB).
-MAX_PENDING_CHUNKS = 4
+# Bytes of chunks written but not yet confirmed durable, per upload: enough to overlap
+# chunking and hashing with the fsyncs (each chunk is two fsyncs per replica, ~5-20 ms
+# here; with 4 chunks in flight a 512 MiB PUT waited on them for a third of its time),
+# few enough to bound memory (this plus one chunk of at most 4 MiB).
+MAX_PENDING_BYTES = 16 * 1024 * 1024
+# Chunks being hashed ahead of the one to store next (both cores busy, memory bounded).
+MAX_HASHING_CHUNKS = 4
 
 
 # The largest chunk a client may send (the chunker cuts at 4 MiB; room for older clients).
 MAX_CHUNK = 8 * 1024 * 1024
-# Below this, hashing in the calling thread is cheaper than handing the work over.
-PARALLEL_HASH_MIN = 64 * 1024
-# Shared by all uploads; sized so both cores can hash while the event loop still runs.
-HASH_POOL = concurrent.futures.ThreadPoolExecutor(
-    max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="hash"
-)
-
-
-def _sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def quota_error(used: int, quota: int, needed: int, inflight: int = 0) -> QuotaExceeded:
@@ -122,7 +116,7 @@ class Upload:
         # the body is kept here and stored whole by ``commit``.
         self._small: bytearray | None = bytearray() if admit_at_commit else None
         self.size = 0
-        self._hash = hashlib.sha256()
+        self._hash = OrderedSha256()
         self._chunker = StreamChunker()
         self._refs: list[tuple[str, int, int]] = []
         self._offset = 0
@@ -130,18 +124,19 @@ class Upload:
         self._written: set[str] = set()
         self._reserved = reserved
         self._credit = credit
-        self._pending: deque[tuple[str, list[Future[None]]]] = deque()
+        self._pending: deque[tuple[str, int, list[Future[None]]]] = deque()
+        self._pending_bytes = 0
         self._new_bytes = 0
         self._done = False
-        self._hash_job: Future[None] | None = None
         self.committing = False  # from ``commit`` on, it takes no more bytes
         self._hashing: deque[tuple[Future[str], bytes]] = deque()
 
     # ---- streaming -----------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Hashing runs beside chunking: the whole-file SHA-256 of this block and the
-        SHA-256 of each chunk are computed in worker threads (hashlib releases the GIL),
-        so a big upload uses both cores instead of doing three passes on one."""
+        """Hashing runs beside chunking: the whole-file SHA-256 and the SHA-256 of each
+        chunk are computed in worker threads (hashlib releases the GIL, and so does the
+        chunker's loop), so a big upload uses both cores instead of doing three passes
+        on one."""
         if self._small is not None:
             if len(self._small) + len(data) >= MIN_SIZE:
                 raise InvalidInput(
@@ -150,18 +145,10 @@ class Upload:
             self._small += data
             return
         self.size += len(data)
-        # The whole-file hash must see the blocks in order: wait for the previous block's
-        # update before any next one, whichever thread does it.
-        if self._hash_job is not None:
-            self._hash_job.result()
-            self._hash_job = None
-        if len(data) < PARALLEL_HASH_MIN:
-            self._hash.update(data)
-        else:
-            # Shared with a hashing thread: it must not change meanwhile. bytes cannot; a
-            # bytearray is handed over by its producer (pump_request), who keeps none.
-            data = data if isinstance(data, bytes | bytearray) else bytes(data)
-            self._hash_job = HASH_POOL.submit(self._hash.update, data)
+        # Shared with a hashing thread: it must not change meanwhile. bytes cannot; a
+        # bytearray is handed over by its producer (pump_request), who keeps none.
+        data = data if isinstance(data, bytes | bytearray) else bytes(data)
+        self._hash.update(data)
         for chunk in self._chunker.feed(data):
             self._queue_chunk(chunk)
 
@@ -170,8 +157,8 @@ class Upload:
             self._drain_hashed(0)
             self._add_chunk(chunk, hashlib.sha256(chunk).hexdigest())
             return
-        self._hashing.append((HASH_POOL.submit(_sha256_hex, chunk), chunk))
-        self._drain_hashed(MAX_PENDING_CHUNKS)
+        self._hashing.append((HASH_POOL.submit(sha256_hex, chunk), chunk))
+        self._drain_hashed(MAX_HASHING_CHUNKS)
 
     def _drain_hashed(self, keep: int) -> None:
         """Store hashed chunks in order, leaving at most ``keep`` hashing."""
@@ -180,9 +167,6 @@ class Upload:
             self._add_chunk(chunk, job.result())
 
     def _whole_digest(self) -> str:
-        if self._hash_job is not None:
-            self._hash_job.result()
-            self._hash_job = None
         return self._hash.hexdigest()
 
     def _add_chunk(self, chunk: bytes, digest: str) -> None:
@@ -222,9 +206,10 @@ class Upload:
                 if inflight is not None:
                     raise quota_error(used, quota, need, inflight + held)
                 self._reserved += need
-            self._pending.append((digest, store.put_async(self.tenant, digest, chunk)))
+            self._pending.append((digest, len(chunk), store.put_async(self.tenant, digest, chunk)))
+            self._pending_bytes += len(chunk)
             self._written.add(digest)
-        while len(self._pending) > MAX_PENDING_CHUNKS:
+        while self._pending_bytes > MAX_PENDING_BYTES:
             self._settle_one()
 
     def adopt(self, digests: list[str]) -> None:
@@ -240,9 +225,6 @@ class Upload:
                     f"Chunk {digest} is not on the server; send it first (PUT /chunks/…).",
                     missing=[digest],
                 )
-        if self._hash_job is not None:  # in order after anything written before
-            self._hash_job.result()
-            self._hash_job = None
         for digest in digests:
             with leases.locked(self.tenant, digest):
                 if digest not in self._leased:
@@ -295,7 +277,8 @@ class Upload:
         yield self._chunker.buffered()[max(0, start - self._offset) :]
 
     def _settle_one(self) -> None:
-        digest, futures = self._pending.popleft()
+        digest, size, futures = self._pending.popleft()
+        self._pending_bytes -= size
         self.svc.store.wait(futures)
         # On every replica now: other uploads in flight may reuse it without rewriting.
         self.svc.leases.mark_durable(self.tenant, digest)
@@ -500,12 +483,12 @@ class Upload:
         self._done = True
         leases, store = self.svc.leases, self.svc.store
         # Writes still running must end before their chunks can be judged or deleted.
-        concurrent.futures.wait([f for _, fs in self._pending for f in fs])
+        concurrent.futures.wait([f for _, _, fs in self._pending for f in fs])
         concurrent.futures.wait([job for job, _ in self._hashing])
         self._hashing.clear()
-        if self._hash_job is not None:
-            concurrent.futures.wait([self._hash_job])
+        self._hash.wait()
         self._pending.clear()
+        self._pending_bytes = 0
         for digest in self._leased:
             with leases.locked(self.tenant, digest):
                 left = leases.drop(self.tenant, digest)

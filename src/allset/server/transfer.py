@@ -22,6 +22,7 @@ from allset.core.errors import InvalidInput
 from allset.files.entries import ChunkRef
 
 BLOCK = 1 << 20
+RECEIVE_AHEAD = 4 * BLOCK  # received while the previous block is still being written
 
 
 class Sink(Protocol):
@@ -29,8 +30,13 @@ class Sink(Protocol):
 
 
 async def pump_request(request: Request, upload: Sink) -> None:
-    """Feed the request body into ``upload`` (an Upload, a resumable Appender) in blocks of
-    1 MiB, in a worker thread; never two writes at once."""
+    """Feed the request body into ``upload`` (an Upload, a resumable Appender) in a worker
+    thread, in blocks of at least 1 MiB; never two writes at once.
+
+    While a block is being written the next one keeps arriving, up to ``RECEIVE_AHEAD``:
+    the worker's time per block varies (a chunk to cut, a replica's fsync to wait for),
+    and stopping the socket at exactly one block ahead made network and disk take turns.
+    A block that grew while the worker was busy is handed over whole."""
     buf = bytearray()
     pending: asyncio.Future[None] | None = None
     try:
@@ -38,11 +44,14 @@ async def pump_request(request: Request, upload: Sink) -> None:
             if not piece:
                 continue
             buf += piece
-            if len(buf) >= BLOCK:
-                if pending is not None:
-                    await pending
-                data, buf = buf, bytearray()  # handed over, not copied: never touched again
-                pending = asyncio.ensure_future(run_in_threadpool(upload.write, data))
+            if len(buf) < BLOCK:
+                continue
+            if pending is not None:
+                if not pending.done() and len(buf) < RECEIVE_AHEAD:
+                    continue
+                await pending
+            data, buf = buf, bytearray()  # handed over, not copied: never touched again
+            pending = asyncio.ensure_future(run_in_threadpool(upload.write, data))
         if pending is not None:
             await pending
             pending = None
