@@ -37,7 +37,9 @@ machine shared with test runs gives meaningless figures, so each timed phase fir
 
 References measured in the same run: ``dd`` to a new file and over an existing one (both
 conv=fsync, 512 MiB, before and after the servers), single-core hashlib SHA-256 on
-256 MiB, the store's durable small-file recipe straight on the disk, and the client's own
+256 MiB, the store's durable small-file recipe straight on the disk, the same recipe for
+a PUT's chunks (1 MiB files on two replica directories: the disk's limit for a PUT in
+this layout, with none of the CPU work), and the client's own
 ceiling against a trivial sink/source HTTP server (a lower bound of the client's limit).
 ``--profile DIR`` adds untimed PUT, GET and small-file runs under ``py-spy record`` and
 prints where each kind of server thread spends its wall time.
@@ -213,15 +215,18 @@ def dd_references(tmp: Path, files: int = 3) -> dict[str, float]:
     }
 
 
-def durable_small_files(tmp: Path, threads: int, n: int = 400, size: int = 4096) -> float:
-    """Files/s of the store's durable-write recipe, straight on the disk: new temp file,
-    write, fsync, rename, fsync the directory. (allset does this once per replica, plus
-    a database commit, for every new chunk.)"""
-    d = tmp / f"fsync-{threads}-{time.monotonic_ns()}"
-    d.mkdir()
+def durable_files(tmp: Path, threads: int, n: int, size: int, dirs: int = 1) -> float:
+    """Seconds to store ``n`` files of ``size`` bytes in each of ``dirs`` directories with
+    the store's durable-write recipe, straight on the disk: new temp file, write, fsync,
+    rename, fsync the directory (allset does this once per replica for every new chunk)."""
+    root = tmp / f"fsync-{threads}-{time.monotonic_ns()}"
+    targets = [root / f"r{i}" for i in range(dirs)]
+    for d in targets:
+        d.mkdir(parents=True)
     payload = os.urandom(size)
 
-    def one(i: int) -> None:
+    def one(job: tuple[Path, int]) -> None:
+        d, i = job
         t = d / f"f{i}.tmp"
         fd = os.open(t, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -239,10 +244,22 @@ def durable_small_files(tmp: Path, threads: int, n: int = 400, size: int = 4096)
     try:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(threads) as ex:
-            list(ex.map(one, range(n)))
-        return n / (time.perf_counter() - t0)
+            list(ex.map(one, [(d, i) for i in range(n) for d in targets]))
+        return time.perf_counter() - t0
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def durable_small_files(tmp: Path, threads: int, n: int = 400, size: int = 4096) -> float:
+    """Files/s of the durable-write recipe for one small file (one copy)."""
+    return n / durable_files(tmp, threads, n, size)
+
+
+def chunk_layout_rate(tmp: Path, mib: int = 512) -> float:
+    """MB/s of *file* when it is stored as the server stores it, minus all the CPU work:
+    1 MiB chunk files, each durably on two replica directories, 16 writers (the replica
+    pool). The disk's limit for a PUT in this layout, beside dd's single stream."""
+    return mib * MiB / MB / durable_files(tmp, 16, mib, MiB, dirs=2)
 
 
 def sha256_speed(nbytes: int = 256 * MiB) -> float:
@@ -1280,6 +1297,8 @@ def report(result: dict[str, Any]) -> str:
         "  durable 4 KiB file (write, fsync, rename, fsync dir) straight on the disk: "
         f"{refs['durable_4k_files_per_s_1_thread']:,.0f} files/s with 1 thread, "
         f"{refs[durable_key]:,.0f} with {a['conns']} threads",
+        "  the PUT's storage work alone (512 x 1 MiB chunk files, each durable on 2 replica "
+        f"dirs, 16 writers): {refs.get('chunk_layout_MBps', float('nan')):,.0f} MB/s of file",
         "  other processes' CPU just before the references (cores): "
         + ", ".join(f"{x:.2f}" for x in refs["other_cpu_cores_before"])
         + "  (this machine may be shared; phases wait up to --quiet-wait s for quiet)",
@@ -1429,6 +1448,7 @@ def main(argv: list[str]) -> int:
             "sha256_MBps": sha256_speed(),
             "durable_4k_files_per_s_1_thread": durable_small_files(root, 1),
             f"durable_4k_files_per_s_{args.conns}_threads": durable_small_files(root, args.conns),
+            "chunk_layout_MBps": chunk_layout_rate(root),
             "other_cpu_cores_before": loads,
         }
         for mode in args.modes:
