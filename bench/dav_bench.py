@@ -1174,7 +1174,7 @@ def main(argv: list[str]) -> int:
         wait_quiet([], args.quiet_wait, args.quiet_cores, log)
         refs = dd_references(root)
         for k, v in refs.items():
-            result["references"][k].append(v)
+            result["references"].setdefault(k, []).append(v)
         try:
             for rnd in range(args.repeat):
                 n = len(servers)
@@ -1192,7 +1192,7 @@ def main(argv: list[str]) -> int:
             wait_quiet([], args.quiet_wait, args.quiet_cores, log)
             refs = dd_references(root)
             for k, v in refs.items():
-                result["references"][k].append(v)
+                result["references"].setdefault(k, []).append(v)
         except Timeout as exc:  # report what was measured until then
             result["timeout"] = str(exc)
             log(f"STOPPED: {exc}")
