@@ -400,3 +400,22 @@ def test_concurrent_first_uploads_to_one_path(runtime: Runtime, alice: Account) 
     assert errors == []
     assert len(runtime.files.versions(alice.principal, "/race.bin")) == 8
     assert runtime.files.usage(alice.principal).used == len(data)
+
+
+def test_file_routes_outside_fastapi_answer_like_the_rest(client, alice: Account) -> None:
+    """GET/HEAD/PUT/DELETE of /api/v1/files/... are served ahead of FastAPI (speed);
+    errors, other methods and the OpenAPI document must not notice."""
+    r = client.put("/api/v1/files/fast.txt", content=b"abc", auth=alice.auth)
+    assert r.status_code == 201 and r.json()["size"] == 3
+    assert client.head("/api/v1/files/fast.txt", auth=alice.auth).headers["content-length"] == "3"
+    r = client.get("/api/v1/files/fast.txt")  # no credentials
+    assert r.status_code == 401 and "WWW-Authenticate" in r.headers
+    assert r.headers["content-type"] == "application/problem+json"
+    r = client.post("/api/v1/files/fast.txt", content=b"x", auth=alice.auth)
+    assert r.status_code == 405 and r.headers["content-type"] == "application/problem+json"
+    r = client.get("/api/v1/files/fast.txt?version=nope", auth=alice.auth)
+    assert r.status_code == 404 and problem(r)["status"] == 404
+    assert client.delete("/api/v1/files/fast.txt", auth=alice.auth).status_code == 204
+    assert client.get("/api/v1/files/fast.txt", auth=alice.auth).status_code == 404
+    spec = client.get("/api/v1/openapi.json").json()
+    assert {"get", "head", "put", "delete"} <= set(spec["paths"]["/files/{path}"])

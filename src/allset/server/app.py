@@ -264,6 +264,8 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics, methods=["GET"]),
+            # The hot file routes skip FastAPI's machinery (see ``files.content``).
+            Route(files.PREFIX + "/{path:path}", files.content, methods=files.CONTENT_METHODS),
             Mount("/api/v1", app=build_api(runtime)),
             Route("/", ServerOptions(), methods=["OPTIONS"]),
             Route(DAV_MOUNT, DavRootAlias(dav)),
