@@ -36,7 +36,7 @@ class OrderedSha256:
     One producer thread at a time; the draining runs in at most one pool thread.
     """
 
-    def __init__(self, max_queued: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, max_queued: int = 4 * 1024 * 1024) -> None:
         self._h = hashlib.sha256()
         self._queue: deque[bytes | bytearray] = deque()
         self._queued = 0

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 # chunking and hashing with the fsyncs (each chunk is two fsyncs per replica, ~5-20 ms
 # here; with 4 chunks in flight a 512 MiB PUT waited on them for a third of its time),
 # few enough to bound memory (this plus one chunk of at most 4 MiB).
-MAX_PENDING_BYTES = 16 * 1024 * 1024
+MAX_PENDING_BYTES = 8 * 1024 * 1024
 # Chunks being hashed ahead of the one to store next (both cores busy, memory bounded).
 MAX_HASHING_CHUNKS = 4
 

@@ -22,7 +22,7 @@ from allset.core.errors import InvalidInput
 from allset.files.entries import ChunkRef
 
 BLOCK = 1 << 20
-RECEIVE_AHEAD = 4 * BLOCK  # received while the previous block is still being written
+RECEIVE_AHEAD = 2 * BLOCK  # received while the previous block is still being written
 
 
 class Sink(Protocol):
