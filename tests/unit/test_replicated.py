@@ -9,7 +9,7 @@ import pytest
 from allset.blobstore.backend import chunk_key
 from allset.blobstore.memory import MemoryBackend
 from allset.blobstore.replicated import RepairEvent, ReplicatedStore
-from allset.core.errors import IntegrityError
+from allset.core.errors import IntegrityError, StorageUnavailable
 
 
 def setup() -> tuple[ReplicatedStore, MemoryBackend, MemoryBackend, list[RepairEvent]]:
@@ -70,3 +70,19 @@ def test_scrub_reports_then_repairs() -> None:
     report = store.scrub([("t", d) for d in digests], repair=True)
     assert all(p.repaired for p in report.problems) and len(report.problems) == 2
     assert store.scrub([("t", d) for d in digests], repair=False).ok
+
+
+class _FullDisk(MemoryBackend):
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("size", [10, 200_000])  # written in turn / in parallel
+def test_a_replica_that_cannot_write_fails_the_put(size: int) -> None:
+    good, full = MemoryBackend("a"), _FullDisk("b")
+    store = ReplicatedStore([good, full])
+    data = bytes(size)
+    d = hashlib.sha256(data).hexdigest()
+    with pytest.raises(StorageUnavailable, match=r"b: .*No space left"):
+        store.put("t", d, data)
+    assert not store.has_all("t", d)  # never reported as stored
