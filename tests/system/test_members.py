@@ -4,7 +4,6 @@ server) brings down only the folders granted to them, and cannot push outside th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,29 +11,16 @@ import pytest
 from _util import client, make_account
 from test_sync import Device, server_files
 
-from pg_harness import PostgresServer
 from serverproc import ServerProcess
 
 pytestmark = pytest.mark.system
 API = "/api/v1"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def members_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    env: dict[str, str] = {}
-    pg: PostgresServer | None = None
-    name = f"members{os.getpid()}"
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        env["ALLSET_DATABASE_URL"] = pg.create_database(name)
-    proc = ServerProcess(tmp_path_factory.mktemp("members") / "srv", env=env)
-    proc.start()
-    yield proc
-    proc.stop()
-    if pg is not None:
-        pg.drop_database(name)
+@pytest.fixture
+def members_server(module_server: ServerProcess) -> ServerProcess:
+    """One server per database for this module (tests/conftest.py ``module_server``)."""
+    return module_server
 
 
 def member_client(srv: ServerProcess, owner: httpx.Client, email: str) -> tuple[str, httpx.Client]:

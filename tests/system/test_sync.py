@@ -17,7 +17,6 @@ from _util import client, make_account, walk
 from allset.sync.engine import Options, PassResult, SyncEngine, SyncRefused
 from allset.sync.ignore import MARKER
 from allset.sync.names import LINUX, MACOS, WINDOWS, Platform
-from pg_harness import PostgresServer
 from serverproc import ServerProcess
 
 pytestmark = pytest.mark.system
@@ -77,24 +76,11 @@ def server_files(http: httpx.Client, root: str = "/Sync") -> dict[str, bytes]:
 _accounts = itertools.count()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def sync_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """One server per database for this module (each test has its own Client in it)."""
-    env = {"ALLSET_GC_GRACE_SECONDS": "0"}
-    name = ""
-    pg: PostgresServer | None = None
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres")
-        name = f"sync{os.getpid()}"
-        env["ALLSET_DATABASE_URL"] = pg.create_database(name)
-    proc = ServerProcess(tmp_path_factory.mktemp("sync") / "srv", env=env)
-    proc.start()
-    yield proc
-    proc.stop()
-    if pg is not None:
-        pg.drop_database(name)
+@pytest.fixture
+def sync_server(module_server: ServerProcess) -> ServerProcess:
+    """One server per database for this module (tests/conftest.py ``module_server``): each
+    test has its own Client in it."""
+    return module_server
 
 
 @pytest.fixture
