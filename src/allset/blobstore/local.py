@@ -21,7 +21,7 @@ _BOOT = new_secret(6)
 _SEQ = itertools.count()  # unique within this boot; next() is atomic under the GIL
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -40,38 +40,43 @@ class LocalBackend:
         self._tmp = root / "tmp"
         for d in (root, self._chunks, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
-        self._known_dirs: set[Path] = set()
+        # Paths as str on the hot paths: pathlib's joins and conversions were ~6 % of the
+        # server's Python time on small uploads.
+        self._chunks_s = os.fspath(self._chunks)
+        self._tmp_s = os.fspath(self._tmp)
+        self._known_dirs: set[str] = set()
         self._dir_lock = threading.Lock()
 
-    def _path(self, key: str) -> Path:
+    def _path(self, key: str) -> str:
         tenant, _, digest = key.partition("/")
         if not tenant or len(digest) < 3 or "/" in digest or tenant in (".", ".."):
             raise ValueError(f"malformed object key {key!r}")
-        return self._chunks / tenant / digest[:2] / digest
+        return os.path.join(self._chunks_s, tenant, digest[:2], digest)
 
-    def _ensure_dir(self, d: Path) -> None:
+    def _ensure_dir(self, d: str) -> None:
         """Create a fan-out directory durably: the new entry must survive a crash too."""
         if d in self._known_dirs:
             return
         with self._dir_lock:
             if d in self._known_dirs:
                 return
-            missing: list[Path] = []
+            missing: list[str] = []
             p = d
-            while not p.exists():
+            while not os.path.exists(p):
                 missing.append(p)
-                p = p.parent
+                p = os.path.dirname(p)
             for m in reversed(missing):
                 with contextlib.suppress(FileExistsError):
-                    m.mkdir()
+                    os.mkdir(m)
                 # The parent's directory entry for m is only durable once the parent is synced.
-                _fsync_dir(m.parent)
+                _fsync_dir(os.path.dirname(m))
             self._known_dirs.add(d)
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         final = self._path(key)
-        self._ensure_dir(final.parent)
-        tmp = self._tmp / f"{_BOOT}-{next(_SEQ)}.tmp"
+        parent = os.path.dirname(final)
+        self._ensure_dir(parent)
+        tmp = os.path.join(self._tmp_s, f"{_BOOT}-{next(_SEQ)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
@@ -85,12 +90,12 @@ class LocalBackend:
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                os.unlink(tmp)
             raise
         os.close(fd)
         os.replace(tmp, final)
         # The rename itself is only durable once the containing directory is synced.
-        _fsync_dir(final.parent)
+        _fsync_dir(parent)
 
     def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
         """``put`` of many objects with one durability barrier per step instead of one
@@ -100,13 +105,13 @@ class LocalBackend:
         durable before we return); only the waiting is shared. Small chunks sent in
         batches by the sync client (500 x 4 KiB) pay ~1 directory sync per fan-out
         directory instead of 2 syncs per chunk."""
-        staged: list[tuple[Path, Path]] = []
+        staged: list[tuple[str, str]] = []
         fds: list[int] = []
         try:
             for key, data in items:
                 final = self._path(key)
-                self._ensure_dir(final.parent)
-                tmp = self._tmp / f"{_BOOT}-{next(_SEQ)}.tmp"
+                self._ensure_dir(os.path.dirname(final))
+                tmp = os.path.join(self._tmp_s, f"{_BOOT}-{next(_SEQ)}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 fds.append(fd)
                 staged.append((tmp, final))
@@ -120,15 +125,15 @@ class LocalBackend:
         except BaseException:
             for tmp, _ in staged:
                 with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                    os.unlink(tmp)
             raise
         finally:
             for fd in fds:
                 os.close(fd)
-        dirs: dict[Path, None] = {}
+        dirs: dict[str, None] = {}
         for tmp, final in staged:
             os.replace(tmp, final)
-            dirs[final.parent] = None
+            dirs[os.path.dirname(final)] = None
         # The renames are durable once their directories are synced; once per directory.
         for d in dirs:
             _fsync_dir(d)
@@ -141,15 +146,15 @@ class LocalBackend:
             raise ObjectMissing(key) from exc
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return os.path.exists(self._path(key))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        _fsync_dir(os.path.dirname(path))
 
     def keys(self) -> Iterator[str]:
         for tenant_dir in self._chunks.iterdir():
@@ -163,7 +168,7 @@ class LocalBackend:
 
     def age_seconds(self, key: str) -> float:
         try:
-            return time.time() - self._path(key).stat().st_mtime
+            return time.time() - os.stat(self._path(key)).st_mtime
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
 
