@@ -15,18 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from allset.blobstore.backend import ObjectMissing
+from allset.core.durable import fsync_dir
 from allset.core.ids import new_secret
 
 _BOOT = new_secret(6)
 _SEQ = itertools.count()  # unique within this boot; next() is atomic under the GIL
-
-
-def _fsync_dir(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalBackend:
@@ -69,7 +62,7 @@ class LocalBackend:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(m)
                 # The parent's directory entry for m is only durable once the parent is synced.
-                _fsync_dir(os.path.dirname(m))
+                fsync_dir(os.path.dirname(m))
             self._known_dirs.add(d)
 
     def put(self, key: str, data: bytes | memoryview) -> None:
@@ -95,7 +88,7 @@ class LocalBackend:
         os.close(fd)
         os.replace(tmp, final)
         # The rename itself is only durable once the containing directory is synced.
-        _fsync_dir(parent)
+        fsync_dir(parent)
 
     def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
         """``put`` of many objects with one durability barrier per step instead of one
@@ -136,7 +129,7 @@ class LocalBackend:
             dirs[os.path.dirname(final)] = None
         # The renames are durable once their directories are synced; once per directory.
         for d in dirs:
-            _fsync_dir(d)
+            fsync_dir(d)
 
     def get(self, key: str) -> bytes:
         try:
@@ -154,7 +147,7 @@ class LocalBackend:
             os.unlink(path)
         except FileNotFoundError:
             return
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
 
     def keys(self) -> Iterator[str]:
         for tenant_dir in self._chunks.iterdir():

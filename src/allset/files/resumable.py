@@ -34,6 +34,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from allset.core.durable import fsync_dir
 from allset.core.errors import (
     AllsetError,
     ChecksumMismatch,
@@ -98,14 +99,6 @@ def destination(meta: dict[str, str]) -> RemotePath:
     return parse_path(folder.rstrip("/") + "/" + name)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Resumables:
     def __init__(self, files: FileService, root: Path, expiry: timedelta, max_size: int) -> None:
         self.files = files
@@ -159,7 +152,7 @@ class Resumables:
         part = self.part_path(upload_id)
         if concat != "final":
             part.touch()
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         with self.db.write() as s:
             s.add(
                 ResumableUpload(

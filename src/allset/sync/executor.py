@@ -31,6 +31,7 @@ from pathlib import Path
 
 from allset.blobstore.chunker import MIN_SIZE
 from allset.client.transfer import ProofMismatch, TransferError, plan_file
+from allset.core.durable import fsync_dir
 from allset.sync.ignore import PART_SUFFIX, IgnoreRules
 from allset.sync.planner import Download, Plan, Upload
 from allset.sync.progress import Reporter
@@ -57,17 +58,6 @@ class Outcome:
 
 def _same(st: os.stat_result, item: LocalItem) -> bool:
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (item.size, item.mtime_ns, item.inode)
-
-
-def _fsync_dir(path: Path) -> None:
-    """A rename is durable only once its folder is (POSIX); Windows has no such call."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _iso_to_ns(text: str) -> int | None:
@@ -325,7 +315,7 @@ class Executor:
                 records.append(rec)
                 dirs.add(self.abs(d.local).parent)
         for folder in dirs:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         with self.state.transaction():
             self.state.put_base(records)
 
@@ -358,7 +348,7 @@ class Executor:
         if rec is not None:
             with self.state.transaction():
                 self.state.put_base([rec])
-            _fsync_dir(self.abs(d.local).parent)
+            fsync_dir(self.abs(d.local).parent)
 
     def _existing(self, d: Download) -> Path | None:
         return self.abs(d.expect.local) if d.expect is not None else None
