@@ -166,9 +166,6 @@ class Upload:
             job, chunk = self._hashing.popleft()
             self._add_chunk(chunk, job.result())
 
-    def _whole_digest(self) -> str:
-        return self._hash.hexdigest()
-
     def _add_chunk(self, chunk: bytes, digest: str) -> None:
         self._refs.append((digest, self._offset, len(chunk)))
         self._offset += len(chunk)
@@ -311,7 +308,7 @@ class Upload:
     def verified_digest(self) -> str:
         """The whole content's SHA-256, once it is checked against what the sender
         announced (size and SHA-256): DigestMismatch otherwise."""
-        sha = self._whole_digest()
+        sha = self._hash.hexdigest()
         if self.expected_size is not None and self.size != self.expected_size:
             raise DigestMismatch(
                 f"Received {self.size} bytes but {self.expected_size} were announced; "
