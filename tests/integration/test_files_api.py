@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from allset.blobstore.chunker import MAX_SIZE
 from allset.core.errors import QuotaExceeded
 from allset.core.paths import parse_path
 from allset.db.models import utcnow
@@ -33,7 +34,7 @@ def chunk_files(rt: Runtime) -> set[str]:
 
 
 def test_put_answers_digest_and_get_verifies(client, alice: Account) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 17)
+    data = os.urandom(MAX_SIZE + 17)  # over one chunk's maximum: at least two chunks
     r = client.put("/api/v1/files/dir1/big.bin", content=data, auth=alice.auth)
     assert r.status_code == 409  # parent missing: said clearly, not auto-created
     assert "create it first" in problem(r)["detail"]
