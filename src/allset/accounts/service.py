@@ -26,6 +26,7 @@ from allset.core.ids import is_id, new_id, new_secret
 from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import Credential, Event, Node, Operator, Tenant, User, utcnow
+from allset.db.prepared import Prepared
 
 ROLES = ("owner", "admin", "member")
 _EMAIL = re.compile(r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")
@@ -67,7 +68,7 @@ _C, _U, _O, _T = (
     Operator.__table__.c,
     Tenant.__table__.c,
 )
-_CREDENTIAL_LOOKUP = (
+_CREDENTIAL_LOOKUP = Prepared(
     select(
         _C.kind,
         _C.secret_hash,
@@ -95,6 +96,26 @@ _CREDENTIAL_LOOKUP = (
 )
 """Everything a token check needs (revocation, epochs, Client status) in one round trip:
 it runs on every request, and three ORM lookups cost more than the request's own work."""
+_USER_SIGN_IN = Prepared(
+    select(
+        _U.id,
+        _U.email,
+        _U.role,
+        _U.disabled,
+        _U.password_hash,
+        _U.tenant_id,
+        _T.status.label("tenant_status"),
+        _T.status_reason.label("tenant_status_reason"),
+    )
+    .select_from(User.__table__)
+    .outerjoin(Tenant.__table__, _T.id == _U.tenant_id)
+    .where(func.lower(_U.email) == bindparam("email"))
+)
+_OPERATOR_SIGN_IN = Prepared(
+    select(_O.id, _O.email, _O.password_hash).where(func.lower(_O.email) == bindparam("email"))
+)
+"""A password sign-in also runs on every request of a program using HTTP Basic with the
+account password (WebDAV clients): one statement each, no ORM."""
 
 
 class Accounts:
@@ -423,33 +444,29 @@ class Accounts:
     def login_password(self, email: str, password: str, ip: str) -> Principal:
         """Account password sign-in, for users and operators; throttled per account+IP."""
         self._guard(email, ip)
-        with self.db.read() as s:
-            user, op = None, None
-            if "\x00" not in email:  # no account has one; PostgreSQL refuses it in a query
-                user = s.scalar(select(User).where(func.lower(User.email) == email.lower()))
-            if user is None and "\x00" not in email:
-                op = s.scalar(select(Operator).where(func.lower(Operator.email) == email.lower()))
-            stored = (user.password_hash if user else op.password_hash if op else None) or ""
-            ok = verify_secret(stored or DUMMY_HASH, password) and bool(stored)
-            if not ok or (user is not None and user.disabled):
-                self.throttle.failure(email, ip)
-                raise Unauthenticated("Wrong email or password.")
-            self.throttle.success(email, ip)
-            if op is not None:
-                return Principal("operator", op.id, op.email, "", "operator")
-            assert user is not None
-            tenant = s.get(Tenant, user.tenant_id)
-            self._check_tenant(tenant)
-            return Principal("user", user.id, user.email, user.tenant_id, user.role)
-
-    def _check_tenant(self, tenant: Tenant | None) -> None:
-        if tenant is None:
+        user, op = None, None
+        if "\x00" not in email:  # no account has one; PostgreSQL refuses it in a query
+            with self.db.read_conn() as conn:
+                user = _USER_SIGN_IN.run(conn, {"email": email.lower()}).first()
+                if user is None:
+                    op = _OPERATOR_SIGN_IN.run(conn, {"email": email.lower()}).first()
+        stored = (user.password_hash if user else op.password_hash if op else None) or ""
+        ok = verify_secret(stored or DUMMY_HASH, password) and bool(stored)
+        if not ok or (user is not None and user.disabled):
+            self.throttle.failure(email, ip)
             raise Unauthenticated("Wrong email or password.")
-        if tenant.status != "active":
+        self.throttle.success(email, ip)
+        if op is not None:
+            return Principal("operator", op.id, op.email, "", "operator")
+        assert user is not None
+        if user.tenant_status is None:
+            raise Unauthenticated("Wrong email or password.")
+        if user.tenant_status != "active":
             raise Suspended(
                 "This Client's service is suspended; contact the operator.",
-                reason=tenant.status_reason,
+                reason=user.tenant_status_reason,
             )
+        return Principal("user", user.id, user.email, user.tenant_id, user.role)
 
     def authenticate_basic(self, username: str, password: str, ip: str) -> Principal:
         """HTTP Basic: the account password or one of the account's app passwords."""
@@ -476,7 +493,7 @@ class Accounts:
                 self.throttle.failure("", ip)
             raise Unauthenticated("Invalid token.")
         with self.db.read_conn() as conn:
-            row = conn.execute(_CREDENTIAL_LOOKUP, {"cid": cid}).first()
+            row = _CREDENTIAL_LOOKUP.run(conn, {"cid": cid}).first()
         valid = (
             row is not None
             and row.revoked_at is None

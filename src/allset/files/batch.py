@@ -18,9 +18,8 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import OperationalError
 
@@ -28,6 +27,7 @@ from allset.core.errors import AllsetError, DigestMismatch, InvalidInput, NotFou
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.core.units import format_size
+from allset.db.prepared import Record
 from allset.files import access, sql
 from allset.files.entries import Entry
 from allset.files.service import EMPTY_SHA256
@@ -306,7 +306,7 @@ def _apply_group(
         # Folders found (or made) by items that committed, and whose mtime they already
         # set: valid for the rest of this transaction, since items only add entries. A
         # folder made by an item that rolled back is never cached.
-        folders: dict[RemotePath, Row[Any]] = {}
+        folders: dict[RemotePath, Record] = {}
         for i, upload, sha in prepared:
             where = upload.path.parent
             for attempt in range(3):

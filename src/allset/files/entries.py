@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
-
     from allset.core.paths import RemotePath
     from allset.db.models import Node
+    from allset.db.prepared import Record
 
 
 @dataclass(slots=True)  # not frozen: a listing builds thousands, and frozen init is slow
@@ -63,7 +62,7 @@ class Readable:
     chunks: tuple[ChunkRef, ...]
 
 
-def entry_of(node: Node | Row[Any], path: RemotePath | str) -> Entry:
+def entry_of(node: Node | Record, path: RemotePath | str) -> Entry:
     """An Entry from a node row (ORM or Core), at ``path``."""
     return Entry(
         id=node.id,

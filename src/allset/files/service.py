@@ -26,6 +26,7 @@ from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import Node, Version, VersionChunk, utcnow
+from allset.db.prepared import Record
 from allset.files import access, listing, props, sql, trash
 from allset.files.entries import ChunkRef, Entry, Readable, entry_of
 from allset.files.events import ChangeNotifier
@@ -109,10 +110,10 @@ class FileService:
             raise NotFound("Not found.")
         return node
 
-    def lookup(self, conn: Connection, tenant_id: str, path: RemotePath) -> Row[Any] | None:
+    def lookup(self, conn: Connection, tenant_id: str, path: RemotePath) -> Record | None:
         """The live node at ``path`` as a Core row (one statement whatever the depth)."""
-        stmt, params = sql.path_query(tenant_id, self._root_id(conn, tenant_id), path.parts)
-        return conn.execute(stmt, params).first()
+        _, params = sql.path_query(tenant_id, self._root_id(conn, tenant_id), path.parts)
+        return sql.path_lookup(len(path.parts)).run(conn, params).first()
 
     def _child(self, s: Session, tenant_id: str, parent_id: str, name: str) -> Node | None:
         return s.scalar(
@@ -142,11 +143,11 @@ class FileService:
     def _need_dir(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
         return _folder_or_conflict(self._resolve(s, tenant_id, path), path)
 
-    def lookup_dir(self, conn: Connection, tenant_id: str, path: RemotePath) -> Row[Any]:
+    def lookup_dir(self, conn: Connection, tenant_id: str, path: RemotePath) -> Record:
         """``_need_dir`` for Core callers: the folder's row, or the same 409."""
         return _folder_or_conflict(self.lookup(conn, tenant_id, path), path)
 
-    def ensure_dir(self, conn: Connection, p: Principal, path: RemotePath) -> Row[Any]:
+    def ensure_dir(self, conn: Connection, p: Principal, path: RemotePath) -> Record:
         """The folder at ``path``, creating missing ones (Core, inside the caller's write
         transaction): ``mkdir -p`` for commits with ``parents``. A file in the way is
         a 409. Each folder made is a ``mkdir`` event, like ``mkdir``'s."""
@@ -161,8 +162,8 @@ class FileService:
             if child is None:
                 now = utcnow()
                 node_id = new_id()
-                conn.execute(
-                    sql.INSERT_NODE,
+                sql.INSERT_NODE.run(
+                    conn,
                     {
                         "id": node_id,
                         "tenant_id": p.tenant_id,

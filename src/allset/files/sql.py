@@ -16,7 +16,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Row,
     Select,
     Table,
     and_,
@@ -43,6 +42,7 @@ from allset.db.models import (
     VersionChunk,
     utcnow,
 )
+from allset.db.prepared import Prepared, Record
 
 
 def _table(model: Any) -> Table:
@@ -83,6 +83,12 @@ def _path_statement(depth: int) -> Select[Any]:
     return select(*cur.c).select_from(joined).where(*conds)
 
 
+@functools.lru_cache(maxsize=64)
+def path_lookup(depth: int) -> Prepared:
+    """``_path_statement`` for running as it is (see ``path_query`` for parameters)."""
+    return Prepared(_path_statement(depth))
+
+
 def path_query(
     tenant_id: str, root_id: str, parts: Sequence[str]
 ) -> tuple[Select[Any], dict[str, str]]:
@@ -94,19 +100,19 @@ def path_query(
     return _path_statement(len(parts)), params
 
 
-_CHILD = select(NODES).where(
-    NODES.c.tenant_id == bindparam("tenant_id"),
-    NODES.c.parent_id == bindparam("parent_id"),
-    NODES.c.name == bindparam("name"),
-    NODES.c.trashed_at.is_(None),
+_CHILD = Prepared(
+    select(NODES).where(
+        NODES.c.tenant_id == bindparam("tenant_id"),
+        NODES.c.parent_id == bindparam("parent_id"),
+        NODES.c.name == bindparam("name"),
+        NODES.c.trashed_at.is_(None),
+    )
 )
 
 
-def child(conn: Connection, tenant_id: str, parent_id: str, name: str) -> Row[Any] | None:
+def child(conn: Connection, tenant_id: str, parent_id: str, name: str) -> Record | None:
     """The live entry ``name`` in a folder, or None."""
-    return conn.execute(
-        _CHILD, {"tenant_id": tenant_id, "parent_id": parent_id, "name": name}
-    ).first()
+    return _CHILD.run(conn, {"tenant_id": tenant_id, "parent_id": parent_id, "name": name}).first()
 
 
 LIST_PAGE = (
@@ -131,14 +137,20 @@ LIST_PAGE = (
 )
 """One page of a folder by name: a cursor that stays right while entries come and go."""
 
-_INSERT_VERSION = insert(VERSIONS)
-_INSERT_VERSION_CHUNKS = insert(VERSION_CHUNKS)
-_SUPERSEDE = (
+
+def _insert(table: Table, *without: str) -> Prepared:
+    """An INSERT given every column but ``without`` (those the database fills)."""
+    return Prepared(insert(table), [c.key for c in table.columns if c.key not in without])
+
+
+_INSERT_VERSION = _insert(VERSIONS)
+_INSERT_VERSION_CHUNKS = _insert(VERSION_CHUNKS)
+_SUPERSEDE = Prepared(
     update(VERSIONS)
     .where(VERSIONS.c.id == bindparam("previous"))
     .values(superseded_at=bindparam("now"))
 )
-_SET_CURRENT = (
+_SET_CURRENT = Prepared(
     update(NODES)
     .where(NODES.c.id == bindparam("node_id"))
     .values(
@@ -149,12 +161,12 @@ _SET_CURRENT = (
         updated_at=bindparam("now"),
     )
 )
-_TOUCH = (
+_TOUCH = Prepared(
     update(NODES)
     .where(NODES.c.id == bindparam("node_id"))
     .values(mtime=bindparam("now"), updated_at=bindparam("now"))
 )
-_INSERT_EVENT = insert(EVENTS)
+_INSERT_EVENT = _insert(EVENTS, "id")
 
 
 def new_version(
@@ -179,8 +191,8 @@ def new_version(
     ``vid`` with its size, digest and mtime (a new file: one statement fewer)."""
     now = now or utcnow()
     vid = vid or new_id()
-    conn.execute(
-        _INSERT_VERSION,
+    _INSERT_VERSION.run(
+        conn,
         {
             "id": vid,
             "tenant_id": tenant_id,
@@ -194,8 +206,8 @@ def new_version(
         },
     )
     if refs:
-        conn.execute(
-            _INSERT_VERSION_CHUNKS,
+        _INSERT_VERSION_CHUNKS.run(
+            conn,
             [
                 {
                     "version_id": vid,
@@ -209,11 +221,11 @@ def new_version(
             ],
         )
     if previous:
-        conn.execute(_SUPERSEDE, {"previous": previous, "now": now})
+        _SUPERSEDE.run(conn, {"previous": previous, "now": now})
     if node_is_current:
         return vid
-    conn.execute(
-        _SET_CURRENT,
+    _SET_CURRENT.run(
+        conn,
         {"node_id": node_id, "vid": vid, "size": size, "sha": sha256, "mtime": mtime, "now": now},
     )
     return vid
@@ -221,7 +233,7 @@ def new_version(
 
 def touch(conn: Connection, node_id: str, now: datetime) -> None:
     """A folder's mtime changes when its entries do (clients poll it, ETags derive from it)."""
-    conn.execute(_TOUCH, {"node_id": node_id, "now": now})
+    _TOUCH.run(conn, {"node_id": node_id, "now": now})
 
 
 def record_event(
@@ -239,8 +251,8 @@ def record_event(
     long-polling readers of this Client are woken (``mark_changed``)."""
     lock_feed(conn, tenant_id)
     mark_changed(conn, tenant_id)
-    conn.execute(
-        _INSERT_EVENT,
+    _INSERT_EVENT.run(
+        conn,
         {
             "tenant_id": tenant_id,
             "actor": actor,
@@ -305,7 +317,7 @@ CHUNK_SIZES = select(CHUNKS.c.hash, CHUNKS.c.size).where(
     CHUNKS.c.hash.in_(bindparam("hashes", expanding=True)),
 )
 """(hash, size) of those of the chunks this Client has: the batch download's check."""
-CHARGE = (
+CHARGE = Prepared(
     update(TENANTS)
     .where(
         TENANTS.c.id == bindparam("tenant_id"),
@@ -315,7 +327,7 @@ CHARGE = (
 )
 """Charge the quota only if it fits: the check and the charge are one atomic statement."""
 
-CHARGE_ADMIT = (
+CHARGE_ADMIT = Prepared(
     update(TENANTS)
     .where(
         TENANTS.c.id == bindparam("tenant_id"),
@@ -329,11 +341,13 @@ fit beside the bytes unfinished resumable uploads hold and ``other`` (bytes in f
 less the upload's own credit). One statement: the row lock taken by the UPDATE orders
 concurrent admissions, so they cannot overshoot together."""
 
-INSERT_NODE = insert(NODES)
+INSERT_NODE = _insert(NODES)
 
 
 @functools.lru_cache(maxsize=2)
-def insert_new_chunks(sqlite: bool) -> Any:
+def insert_new_chunks(sqlite: bool) -> Prepared:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING hash: the rows this transaction added."""
     ins = sqlite_insert(CHUNKS) if sqlite else pg_insert(CHUNKS)
-    return ins.on_conflict_do_nothing().returning(CHUNKS.c.hash)
+    return Prepared(
+        ins.on_conflict_do_nothing().returning(CHUNKS.c.hash), [c.key for c in CHUNKS.columns]
+    )

@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.exc import OperationalError
 
@@ -41,6 +41,7 @@ from allset.core.paths import RemotePath
 from allset.core.principal import Principal
 from allset.core.units import format_size
 from allset.db.models import utcnow
+from allset.db.prepared import Record
 from allset.files import access, sql
 from allset.files.entries import Entry, entry_of
 from allset.files.hashing import HASH_POOL, PARALLEL_HASH_MIN, OrderedSha256, sha256_hex
@@ -108,7 +109,7 @@ class Upload:
         # parents: create missing parent folders in the commit's transaction.
         self.if_absent = if_absent
         self.parents = parents
-        self.parent_row: Row[Any] | None = None  # the folder found by ``apply``
+        self.parent_row: Record | None = None  # the folder found by ``apply``
         # Quota admission in the commit's transaction instead of before the body is read:
         # for bodies already in memory (``store_bytes``), where failing early saves nothing.
         self._admit_at_commit = admit_at_commit
@@ -341,7 +342,7 @@ class Upload:
         return self.svc.db.write_group(lambda c: self.apply(c, sha))
 
     def apply(
-        self, c: Connection, sha: str, parent: Row[Any] | None = None, touch: bool = True
+        self, c: Connection, sha: str, parent: Record | None = None, touch: bool = True
     ) -> tuple[Entry, bool]:
         """The commit's statements on a write transaction the caller holds (its own, or
         a savepoint in a batch's): quota charge, chunk rows, node, version, event.
@@ -384,7 +385,7 @@ class Upload:
                 {"tenant_id": tenant, "hash": d, "size": self._leased[d], "created_at": now}
                 for d in digests[i : i + 500]
             ]
-            new.extend(c.scalars(insert_chunks, rows))
+            new.extend(insert_chunks.run(c, rows).scalars())
         for d in new:  # (raising here undoes the inserts with the rest of the commit)
             if d not in self._written and not svc.store.has_all(tenant, d):
                 raise StorageUnavailable("A chunk vanished during the upload; send it again.")
@@ -395,9 +396,9 @@ class Upload:
                 # unfinished resumable uploads and uploads in flight count too.
                 inflight = svc.leases.inflight(tenant)
                 params = {"tenant_id": tenant, "charge": charge}
-                done = c.execute(sql.CHARGE_ADMIT, {**params, "other": inflight - self._credit})
+                done = sql.CHARGE_ADMIT.run(c, {**params, "other": inflight - self._credit})
             else:  # admitted (reserved) before the body was read
-                done = c.execute(sql.CHARGE, {"tenant_id": tenant, "charge": charge})
+                done = sql.CHARGE.run(c, {"tenant_id": tenant, "charge": charge})
             if done.rowcount != 1:
                 used, quota, held = c.execute(sql.TENANT_USAGE, {"tenant_id": tenant}).one()
                 other = int(held) - self._credit + svc.leases.inflight(tenant)
@@ -406,8 +407,8 @@ class Upload:
         vid = new_id()
         if node is None:
             node_id, created_at, previous = new_id(), now, None
-            c.execute(
-                sql.INSERT_NODE,
+            sql.INSERT_NODE.run(
+                c,
                 {
                     "id": node_id,
                     "tenant_id": tenant,
