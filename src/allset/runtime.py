@@ -69,7 +69,7 @@ def build_runtime(settings: Settings) -> Runtime:
         for i, path in enumerate(settings.volume_paths)
     ]
     store = ReplicatedStore(list(replicas), on_repair=_on_repair)
-    leases = ChunkLeases()
+    leases = ChunkLeases(settings.data_dir / "run" / "collect.lock")
     accounts = Accounts(
         db,
         LoginThrottle(

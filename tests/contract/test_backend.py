@@ -12,6 +12,7 @@ import pytest
 from allset.blobstore.backend import Backend, ObjectMissing, chunk_key
 from allset.blobstore.local import LocalBackend
 from allset.blobstore.memory import MemoryBackend
+from lockholder import OtherProcess
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -76,14 +77,40 @@ def test_age_is_measured(backend: Backend) -> None:
         backend.age_seconds(key(b"other"))
 
 
+def temp_files(vol: Path) -> list[Path]:
+    """Temporary writes, not the markers of running processes (``<boot>.boot``)."""
+    return [f for f in (vol / "tmp").iterdir() if f.suffix != ".boot"]
+
+
 def test_local_leaves_no_temp_files_and_cleans_old_ones(tmp_path: Path) -> None:
     b = LocalBackend(tmp_path / "vol", "vol")
     b.put(key(b"q"), b"q")
-    assert list((tmp_path / "vol" / "tmp").iterdir()) == []
+    assert temp_files(tmp_path / "vol") == []
     stale = tmp_path / "vol" / "tmp" / "deadboot-xyz.tmp"
     stale.write_bytes(b"partial")
     assert b.cleanup_temporary() == 1
     assert not stale.exists()
+
+
+def test_local_keeps_temp_files_of_other_running_processes(tmp_path: Path) -> None:
+    """Worker processes share the volumes: a sibling's write in progress is not abandoned
+    while the sibling runs (its marker is locked), and is reclaimed once it has died."""
+    b = LocalBackend(tmp_path / "vol", "vol")
+    b.put(key(b"q"), b"q")  # this process's own marker
+    tmp = tmp_path / "vol" / "tmp"
+    marker = tmp / "sibling.boot"
+    marker.touch()
+    writing = tmp / "sibling-7.tmp"
+    writing.write_bytes(b"half")
+    sibling = OtherProcess(marker, "shared")
+    try:
+        assert b.cleanup_temporary() == 0
+        assert writing.exists() and marker.exists()
+    finally:
+        sibling.release()
+    assert b.cleanup_temporary() == 1
+    assert not writing.exists() and not marker.exists()
+    assert len(list(tmp.glob("*.boot"))) == 1  # ours, still held
 
 
 def test_local_rejects_malformed_keys(tmp_path: Path) -> None:
@@ -106,5 +133,5 @@ def test_put_many_stores_each_object(backend: Backend) -> None:
 def test_local_put_many_leaves_no_temp_files(tmp_path: Path) -> None:
     b = LocalBackend(tmp_path / "vol", "vol")
     b.put_many([(key(bytes([i])), bytes([i])) for i in range(10)])
-    assert list((tmp_path / "vol" / "tmp").iterdir()) == []
+    assert temp_files(tmp_path / "vol") == []
     assert len(list(b.keys())) == 10

@@ -118,7 +118,8 @@ def chunk_files(srv: ServerProcess) -> dict[str, set[tuple[str, str]]]:
 
 
 def temp_files(srv: ServerProcess) -> list[Path]:
-    return [f for v in VOLUMES for f in (volume(srv, v) / "tmp").glob("*")]
+    """Writes in progress or abandoned (not the ``*.boot`` markers of live processes)."""
+    return [f for v in VOLUMES for f in (volume(srv, v) / "tmp").glob("*") if f.suffix != ".boot"]
 
 
 def db_query(srv: ServerProcess, sql: str, **params: Any) -> list[tuple[Any, ...]]:

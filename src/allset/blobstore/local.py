@@ -7,6 +7,7 @@ progress, on the same file system so that the final rename is atomic.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
 import threading
@@ -20,6 +21,47 @@ from allset.core.ids import new_secret
 
 _BOOT = new_secret(6)
 _SEQ = itertools.count()  # unique within this boot; next() is atomic under the GIL
+_ALIVE: dict[str, int] = {}  # temp dir -> descriptor of this boot's marker there
+_ALIVE_LOCK = threading.Lock()
+
+
+def _new_boot() -> None:
+    """A forked child is another writer: its own temp names and its own markers."""
+    global _BOOT, _SEQ, _ALIVE
+    _BOOT, _SEQ, _ALIVE = new_secret(6), itertools.count(), {}
+
+
+os.register_at_fork(after_in_child=_new_boot)
+
+
+def _mark_alive(tmp: str) -> None:
+    """Say, in a temp dir, that this boot is alive and may have writes in progress there:
+    ``<boot>.boot``, held with a shared ``flock`` until the process ends (the kernel
+    drops it when it dies). Worker processes share the volumes, so "temp files of other
+    boots are abandoned" is only true of boots whose marker nobody holds."""
+    if tmp in _ALIVE:
+        return
+    with _ALIVE_LOCK:
+        if tmp not in _ALIVE:
+            fd = os.open(
+                os.path.join(tmp, f"{_BOOT}.boot"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            _ALIVE[tmp] = fd
+
+
+def _boot_alive(tmp: str, boot: str) -> bool:
+    try:
+        fd = os.open(os.path.join(tmp, f"{boot}.boot"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # never marked (or from before markers existed): not running
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class LocalBackend:
@@ -69,6 +111,7 @@ class LocalBackend:
         final = self._path(key)
         parent = os.path.dirname(final)
         self._ensure_dir(parent)
+        _mark_alive(self._tmp_s)
         tmp = os.path.join(self._tmp_s, f"{_BOOT}-{next(_SEQ)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -100,6 +143,7 @@ class LocalBackend:
         directory instead of 2 syncs per chunk."""
         staged: list[tuple[str, str]] = []
         fds: list[int] = []
+        _mark_alive(self._tmp_s)
         try:
             for key, data in items:
                 final = self._path(key)
@@ -166,13 +210,27 @@ class LocalBackend:
             raise ObjectMissing(key) from exc
 
     def cleanup_temporary(self) -> int:
-        """Temp files of earlier boots are abandoned writes: no one will rename them."""
+        """Temp files of boots that are no longer running are abandoned writes: no one
+        will rename them. Those of this boot and of sibling worker processes are not."""
         removed = 0
+        alive: dict[str, bool] = {_BOOT: True}
+        markers: list[Path] = []
         for tmp in self._tmp.iterdir():
-            if not tmp.name.startswith(_BOOT + "-"):
+            boot, sep, _ = tmp.name.partition("-")
+            if not sep:  # a marker: removed below once its boot's files are gone
+                if tmp.suffix == ".boot" and tmp.stem != _BOOT:
+                    markers.append(tmp)
+                continue
+            if boot not in alive:
+                alive[boot] = _boot_alive(self._tmp_s, boot)
+            if not alive[boot]:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                     removed += 1
+        for marker in markers:
+            if not alive.get(marker.stem, _boot_alive(self._tmp_s, marker.stem)):
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()
         return removed
 
     def __repr__(self) -> str:

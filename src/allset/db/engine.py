@@ -13,6 +13,11 @@ a lock hands over at once. The busy timeout still covers other processes (the CL
 Writers that queue on that lock at the same time share one transaction (``write_group``,
 group commit): one COMMIT (one fsync) makes them all durable. Eight small uploads then
 wait for one commit instead of queueing for eight.
+
+Between processes (worker processes of ``serve --workers``, the CLI) the writer who holds
+that Python lock also takes an exclusive ``flock`` beside the database file before its
+BEGIN, for the same reason: the kernel hands it over at once, where SQLite's busy
+handler would have slept.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from allset.core.flock import FileLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CHANGED = "allset.changed_tenants"
@@ -120,6 +127,11 @@ class Database:
             self.engine = create_engine(self.url, pool_size=10, max_overflow=30, pool_pre_ping=True)
             self.read_engine = self.engine
         self._writer_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+        self._writer_file: FileLock | None = None
+        if self.is_sqlite:
+            path = make_url(self.url).database or ""
+            if path and path != ":memory:" and not path.startswith("file:"):
+                self._writer_file = FileLock(Path(path + "-writer.lock"))
         self._group: list[_GroupItem[Any]] = []
         self._group_lock = threading.Lock()
         self._write = sessionmaker(self.engine, expire_on_commit=False)
@@ -127,6 +139,18 @@ class Database:
         # Called after a write transaction that marked Clients as changed has committed
         # (never before: a woken reader must find the change). Set by files/.
         self.on_commit: list[Callable[[set[str]], None]] = []
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """The right to write: this process's lock, then the one shared with others."""
+        if self._writer_lock is None:  # PostgreSQL: writers run concurrently
+            yield
+            return
+        with (
+            self._writer_lock,
+            self._writer_file.exclusive() if self._writer_file else nullcontext(),
+        ):
+            yield
 
     def _committed(self, changed: set[str]) -> None:
         for listener in self.on_commit:
@@ -136,7 +160,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A read-write transaction, committed on success and rolled back on error."""
         changed: set[str] = set()
-        with self._writer_lock or nullcontext(), self._write() as session, session.begin():
+        with self._writer(), self._write() as session, session.begin():
             # ``info`` lives with the pooled DBAPI connection: forget what a failed
             # transaction on it marked before.
             _take_changed(session.connection())
@@ -155,7 +179,7 @@ class Database:
         """As ``write()`` but a bare Core connection: for hot paths where the ORM's
         bookkeeping cost more than the statements themselves (see files/sql.py)."""
         changed: set[str] = set()
-        with self._writer_lock or nullcontext(), self.engine.connect() as conn:
+        with self._writer(), self.engine.connect() as conn:
             _take_changed(conn)  # what a failed transaction on this connection marked
             with conn.begin():
                 yield conn
@@ -186,7 +210,8 @@ class Database:
             if not item.done:
                 with self._group_lock:
                     batch, self._group = self._group, []
-                self._run_group(batch)
+                with self._writer_file.exclusive() if self._writer_file else nullcontext():
+                    self._run_group(batch)
         if item.error is not None:
             raise item.error
         return item.result  # type: ignore[return-value]

@@ -299,7 +299,7 @@ def _apply_group(
     prepared: list[tuple[int, Upload, str]],
     results: list[CommitResult | None],
 ) -> None:
-    with svc.db.write_conn() as c:
+    with svc.leases.committing(), svc.db.write_conn() as c:  # interlock: files/leases.py
         # PostgreSQL: the Client's feed lock first, before any row lock, so two batches
         # of one Client queue instead of deadlocking on each other's chunk rows.
         sql.lock_feed(c, p.tenant_id)

@@ -1,13 +1,26 @@
-"""In-process coordination between uploads and chunk collection.
+"""Coordination between uploads and chunk collection.
 
 A chunk an upload has written (or matched) but not yet committed is referenced by
 nothing in the database, so the collector must be told not to delete it. Each upload
 holds a *lease* on every chunk it uses until it commits or aborts; the collector and the
 uploads take the same striped lock around "check, then write or delete", so the check
-cannot go stale between the two steps.
+cannot go stale between the two steps. Leases live in the process's memory.
 
-The server is one process (uvicorn, one worker, threads for blocking I/O). Several
-nodes would replace this with PostgreSQL advisory locks behind the same methods.
+Across worker processes (``serve --workers``) leases are not seen, so two more rules
+hold (docs/design/multi-process.md):
+
+- **Interlock.** A commit that adds chunk rows holds ``committing()`` (a shared
+  ``flock``) from before its transaction begins until it has committed; the collector
+  holds ``collecting()`` (exclusive) from its last check that a chunk is unused until
+  its bytes are deleted. The commit re-checks, inside its window, that every chunk row
+  it *adds* has its bytes on every replica (``Upload.apply``). So either the commit comes
+  first and the collector then sees the reference and keeps the chunk, or the collector
+  comes first and the commit sees the bytes gone and refuses ("send it again"): never a
+  reference to deleted bytes. Both take the lock before any database transaction, so
+  it cannot deadlock with the database's own locks.
+- **Grace.** Bytes written by an upload of another process that has not committed yet
+  have no row: the collector leaves such files alone for ``gc_grace_seconds`` (as after
+  a crash). An upload slower than that in another process is refused at its commit.
 """
 
 from __future__ import annotations
@@ -16,13 +29,17 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from allset.core.flock import FileLock
 
 _STRIPES = 1024
 
 
 class ChunkLeases:
-    def __init__(self) -> None:
+    def __init__(self, interlock: Path) -> None:
+        self._interlock = FileLock(interlock)
         self._locks = [threading.Lock() for _ in range(_STRIPES)]
         self._counts: Counter[tuple[str, str]] = Counter()
         self._durable: set[tuple[str, str]] = set()
@@ -34,6 +51,15 @@ class ChunkLeases:
         lock = self._locks[zlib.crc32(digest.encode()) % _STRIPES]
         with lock:
             yield
+
+    def committing(self) -> AbstractContextManager[None]:
+        """Held by a commit that may add chunk rows, around its whole transaction."""
+        return self._interlock.shared()
+
+    def collecting(self, timeout: float) -> AbstractContextManager[bool]:
+        """Held by the collector from its last check to the bytes' deletion; yields False
+        if commits kept it busy ``timeout`` seconds (collect at the next run)."""
+        return self._interlock.exclusive(timeout)
 
     def take(self, tenant_id: str, digest: str) -> None:
         with self._meta:

@@ -1,8 +1,9 @@
 """Housekeeping that keeps promises: retention purge, chunk collection, scrub.
 
 Collection never deletes what it cannot prove unused: a chunk goes only when no version
-references it, no upload holds a lease on it, and (for files found on disk without a
-database row) it is older than the grace period.
+references it, no upload holds a lease on it, no commit of any process is between its
+chunk rows and its COMMIT (the interlock, files/leases.py), and (for files found on disk
+without a database row) it is older than the grace period.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, update
 
-from allset.blobstore.backend import split_key
+from allset.blobstore.backend import ObjectMissing, split_key
 from allset.blobstore.replicated import ScrubReport
 from allset.core.principal import Principal
 from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from allset.files.resumable import Resumables
 
 log = logging.getLogger("allset.maintenance")
+INTERLOCK_WAIT = 10.0
+"""Seconds the collector waits for commits to let it through before it gives up until
+the next run (uploads come first)."""
 
 
 @dataclass
@@ -97,7 +101,15 @@ def collect_chunks(
             )
         )
     for tenant_id, digest, size in candidates:
-        with svc.leases.locked(tenant_id, digest):
+        # The interlock with commits of every process (files/leases.py), then this
+        # process's leases; each chunk on its own so that commits wait milliseconds.
+        with (
+            svc.leases.collecting(INTERLOCK_WAIT) as ours,
+            svc.leases.locked(tenant_id, digest),
+        ):
+            if not ours:
+                log.warning("chunk collection postponed: commits kept the interlock busy")
+                break
             if svc.leases.held(tenant_id, digest):
                 continue
             with svc.db.write() as s:
@@ -147,13 +159,16 @@ def collect_orphans(
     report.temp_files += svc.store.cleanup_temporary()
     for key in list(svc.store.keys()):
         tenant_id, digest = split_key(key)
-        with svc.leases.locked(tenant_id, digest):
-            if svc.leases.held(tenant_id, digest):
-                continue
-            with svc.db.read() as s:
-                if s.get(Chunk, (tenant_id, digest)) is not None:
-                    continue
-            if svc.store.age_seconds(key) < grace_seconds:
+        if not _orphan(svc, key, grace_seconds):  # most files: no lock needed to see it
+            continue
+        with (
+            svc.leases.collecting(INTERLOCK_WAIT) as ours,
+            svc.leases.locked(tenant_id, digest),
+        ):
+            if not ours:
+                log.warning("orphan collection postponed: commits kept the interlock busy")
+                break
+            if svc.leases.held(tenant_id, digest) or not _orphan(svc, key, grace_seconds):
                 continue
             svc.store.delete_key(key)
             report.orphan_files += 1
@@ -164,6 +179,19 @@ def collect_orphans(
             report.temp_files,
         )
     return report
+
+
+def _orphan(svc: FileService, key: str, grace_seconds: float) -> bool:
+    """No chunk row, and older than the grace period (an upload of another process may
+    still be about to commit a younger one)."""
+    tenant_id, digest = split_key(key)
+    with svc.db.read() as s:
+        if s.get(Chunk, (tenant_id, digest)) is not None:
+            return False
+    try:
+        return svc.store.age_seconds(key) >= grace_seconds
+    except ObjectMissing:  # gone meanwhile
+        return False
 
 
 def run_all(

@@ -339,7 +339,8 @@ class Upload:
 
     def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
         # Group commit: concurrent uploads share one transaction, each in its savepoint.
-        return self.svc.db.write_group(lambda c: self.apply(c, sha))
+        with self.svc.leases.committing():  # before the transaction: see files/leases.py
+            return self.svc.db.write_group(lambda c: self.apply(c, sha))
 
     def apply(
         self, c: Connection, sha: str, parent: Record | None = None, touch: bool = True
@@ -387,7 +388,9 @@ class Upload:
             ]
             new.extend(insert_chunks.run(c, rows).scalars())
         for d in new:  # (raising here undoes the inserts with the rest of the commit)
-            if d not in self._written and not svc.store.has_all(tenant, d):
+            # Every added row, even of bytes this upload wrote: a collector in another
+            # process may have taken them since (files/leases.py, the interlock).
+            if not svc.store.has_all(tenant, d):
                 raise StorageUnavailable("A chunk vanished during the upload; send it again.")
         charge = sum(self._leased[d] for d in new)
         if charge:

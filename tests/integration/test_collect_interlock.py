@@ -1,0 +1,106 @@
+"""Chunk collection and commits across worker processes (docs/design/multi-process.md,
+files/leases.py): leases live in one process's memory, so a commit of any process and
+the collector exclude each other through a ``flock`` in the data dir, and a commit checks
+that the bytes of every chunk row it adds are still on every replica. A collector that
+deleted bytes first makes the commit refuse ("send it again"); a commit that came first
+makes the collector keep the chunk. Never a file whose bytes are gone (R-STORE-4).
+
+"Another process" here is a real one: a Python subprocess holding the lock file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from allset.blobstore.chunker import MAX_SIZE
+from allset.core.errors import NotFound, StorageUnavailable
+from allset.core.paths import parse_path
+from allset.files import maintenance
+from allset.files.upload import begin_upload, store_bytes
+from allset.runtime import Runtime
+from conftest import make_account
+from lockholder import OtherProcess
+
+
+def chunk_files(rt: Runtime) -> list[Path]:
+    return [p for v in rt.settings.volume_paths for p in (v / "chunks").rglob("*") if p.is_file()]
+
+
+def interlock(rt: Runtime) -> Path:
+    return rt.settings.data_dir / "run" / "collect.lock"
+
+
+def test_collector_waits_for_a_commit_of_another_process(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = make_account(runtime)
+    p = acct.principal
+    store_bytes(runtime.files, p, parse_path("/gone.bin"), os.urandom(300_000))
+    runtime.files.delete(p, "/gone.bin")
+    runtime.files.trash_purge(p)  # its chunk rows are unreferenced now
+    files = chunk_files(runtime)
+    assert files
+    monkeypatch.setattr(maintenance, "INTERLOCK_WAIT", 0.3)
+
+    other = OtherProcess(interlock(runtime), "shared")  # a commit in flight there
+    try:
+        report = maintenance.collect_chunks(runtime.files)
+        assert report.chunks_freed == 0, "collected while another process was committing"
+        assert all(f.exists() for f in files)
+    finally:
+        other.release()
+    report = maintenance.collect_chunks(runtime.files)
+    assert report.chunks_freed == len(files) // 2  # two replicas of each
+    assert chunk_files(runtime) == []
+    assert runtime.files.usage(p).used == 0
+
+
+def test_commit_waits_for_a_collector_of_another_process(runtime: Runtime) -> None:
+    acct = make_account(runtime)
+    data = os.urandom(4096)
+    other = OtherProcess(interlock(runtime), "exclusive")  # deleting bytes there
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            store_bytes(runtime.files, acct.principal, parse_path("/new.bin"), data)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    try:
+        assert not done.wait(1.0), "committed while another process was collecting"
+        with pytest.raises(NotFound):
+            runtime.files.stat(acct.principal, "/new.bin")
+    finally:
+        other.release()
+    assert done.wait(60) and not errors, errors
+    worker.join(timeout=10)
+    assert runtime.files.stat(acct.principal, "/new.bin").size == len(data)
+
+
+def test_commit_refuses_when_its_written_bytes_were_collected(runtime: Runtime) -> None:
+    """The bytes an upload wrote have no row until it commits; a collector of another
+    process that found them past the grace period deleted them. Leases of this process
+    cannot know: the commit's own check must."""
+    acct = make_account(runtime)
+    size = 3 * MAX_SIZE  # chunks are cut (and stored) before the end
+    up = begin_upload(runtime.files, acct.principal, parse_path("/slow.bin"), expected_size=size)
+    up.write(os.urandom(size))
+    assert b"".join(up.read_back(size)) == b""  # (waits until what was cut is stored)
+    written = chunk_files(runtime)
+    assert written
+    for f in written:
+        f.unlink()
+    with pytest.raises(StorageUnavailable, match="send it again"):
+        up.commit()
+    with pytest.raises(NotFound):
+        runtime.files.stat(acct.principal, "/slow.bin")
+    assert runtime.files.usage(acct.principal).used == 0
