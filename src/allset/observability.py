@@ -41,8 +41,9 @@ CHUNK_REPAIRS = Counter(
 LOGIN_FAILURES = Counter("allset_login_failures", "Failed sign-ins", registry=REGISTRY)
 
 
-def configure_logging(json: bool = True, level: str = "INFO") -> None:
-    """Structured logs on stderr: JSON lines in production, readable text on a terminal."""
+def configure_logging(json: bool = True, level: str = "INFO", worker: int | None = None) -> None:
+    """Structured logs on stderr: JSON lines in production, readable text on a terminal.
+    ``worker``: this process's index under ``serve --workers``, on every line."""
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -51,6 +52,13 @@ def configure_logging(json: bool = True, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if worker is not None:
+
+        def add_worker(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+            event["worker"] = worker
+            return event
+
+        shared.append(add_worker)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

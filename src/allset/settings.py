@@ -28,6 +28,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8443
     plain_http: bool = False  # only behind a TLS-terminating reverse proxy
+    workers: int = 1  # server processes sharing the port (server/workers.py)
     tls_cert: str = ""  # empty: DATA/tls/cert.pem, self-signed on first start
     tls_key: str = ""
     volumes: list[str] = field(default_factory=list)  # empty: DATA/volumes/1 and /2
@@ -145,4 +146,6 @@ def load_settings(data_dir: str | Path | None = None, **overrides: Any) -> Setti
         if v is not None:
             values[k] = _coerce(k, v, fields[k])
     values["data_dir"] = data
+    if not 1 <= values.get("workers", 1) <= 64:
+        raise InvalidInput(f"Setting workers: {values['workers']} is not between 1 and 64.")
     return Settings(**values)

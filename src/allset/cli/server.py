@@ -21,7 +21,7 @@ import click
 from allset.accounts.audit import Audit
 from allset.core.errors import AllsetError
 from allset.core.units import format_size, parse_rate, parse_size
-from allset.server.control import ask
+from allset.server.control import ask_all
 from allset.settings import Settings, load_settings
 
 P = ParamSpec("P")
@@ -174,26 +174,34 @@ def _limit_malloc_arenas() -> None:
     default=None,
     help="Serve plain HTTP; ONLY behind a TLS-terminating reverse proxy.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes sharing the port (default 1; about one per core).",
+)
 @click.pass_context
 @friendly
-def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bool | None) -> None:
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    plain_http: bool | None,
+    workers: int | None,
+) -> None:
     """Serve HTTPS (initialising an empty data directory first)."""
-    import uvicorn
-
     from allset.observability import configure_logging
-    from allset.runtime import build_runtime, initialise
-    from allset.server.app import build_app
-    from allset.tls import harden
+    from allset.runtime import initialise
+    from allset.server.workers import Supervisor, listeners, worker_command
 
-    settings = _settings(ctx, host=host, port=port, plain_http=plain_http)
+    settings = _settings(ctx, host=host, port=port, plain_http=plain_http, workers=workers)
     configure_logging(settings.log_json, settings.log_level)
-    _limit_malloc_arenas()
     result = initialise(settings)
-    runtime = build_runtime(settings)
-    tls = not settings.plain_http
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:  # each worker gets its own socket on the port (workers.py)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
@@ -202,8 +210,71 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
             "choose another --port."
         )
     actual_port = sock.getsockname()[1]
+    tls = not settings.plain_http
+    scheme = "https" if tls else "http"
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    if not tls:
+        click.echo(
+            "WARNING: plain HTTP; only run this behind a TLS-terminating reverse proxy (R-SEC-1).",
+            err=True,
+        )
+    if settings.workers == 1:
+        _print_init(result, f"{scheme}://{shown_host}:{actual_port}/")
+        sys.stdout.flush()
+        _serve_on(settings, sock, None)
+        return
+    _startup_maintenance(settings)  # before any worker takes an upload
+    socks = listeners(sock, settings.workers)
+    _print_init(result, f"{scheme}://{shown_host}:{actual_port}/ ({settings.workers} workers)")
+    sys.stdout.flush()
+    command = worker_command(settings.data_dir, settings.plain_http)
+    sys.exit(Supervisor(command, [s.fileno() for s in socks]).run())
+
+
+@main.command("serve-worker", hidden=True)
+@_data_option
+@click.option("--fd", type=int, required=True)
+@click.option("--index", type=int, required=True)
+@click.option("--plain-http", is_flag=True, default=None)
+@click.pass_context
+@friendly
+def serve_worker(ctx: click.Context, fd: int, index: int, plain_http: bool | None) -> None:
+    """One worker of ``serve --workers N``, on the socket its parent bound."""
+    from allset.observability import configure_logging
+    from allset.server.workers import die_with_parent
+
+    die_with_parent()
+    settings = _settings(ctx, plain_http=plain_http)
+    configure_logging(settings.log_json, settings.log_level, worker=index)
+    _serve_on(settings, socket.socket(fileno=fd), index)
+
+
+def _startup_maintenance(settings: Settings) -> None:
+    """What a single server does when it starts (reclaim what a crash left behind), done
+    once by the supervisor for all its workers."""
+    from allset.files.maintenance import run_all
+    from allset.runtime import build_runtime
+
+    runtime = build_runtime(settings)
+    try:
+        run_all(runtime.files, settings.gc_grace_seconds, runtime.resumables)
+    finally:
+        runtime.close()
+
+
+def _serve_on(settings: Settings, sock: socket.socket, index: int | None) -> None:
+    """Build this process's runtime and app, and serve on ``sock`` until stopped."""
+    import uvicorn
+
+    from allset.runtime import build_runtime
+    from allset.server.app import build_app
+    from allset.tls import harden
+
+    _limit_malloc_arenas()
+    runtime = build_runtime(settings)
+    tls = not settings.plain_http
     config = uvicorn.Config(
-        build_app(runtime, tls=tls),
+        build_app(runtime, tls=tls, worker=index),
         loop="uvloop",
         http="httptools",
         ssl_certfile=str(settings.cert_path) if tls else None,
@@ -218,15 +289,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, plain_http: bo
     config.load()
     if config.ssl is not None:
         harden(config.ssl)
-    scheme = "https" if tls else "http"
-    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    if not tls:
-        click.echo(
-            "WARNING: plain HTTP; only run this behind a TLS-terminating reverse proxy (R-SEC-1).",
-            err=True,
-        )
-    _print_init(result, f"{scheme}://{shown_host}:{actual_port}/")
-    sys.stdout.flush()
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
@@ -329,7 +391,7 @@ def tenant_limit(ctx: click.Context, name: str, bandwidth: str, quota: str | Non
     if quota:
         t = rt.accounts.set_quota(name, parse_size(quota), actor="operator-cli")
     # A running server applies it to transfers in progress now, not in 10 s.
-    ask(rt.settings.control_socket, {"cmd": "reload", "tenant_id": t["id"]})
+    ask_all(rt.settings.control_socket, {"cmd": "reload", "tenant_id": t["id"]})
     _out(ctx, t, _tenant_line)
 
 
@@ -364,7 +426,7 @@ def transfers() -> None:
 
 def _ask_server(ctx: click.Context, request: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(ctx)
-    answer = ask(settings.control_socket, request)
+    answer = ask_all(settings.control_socket, request)
     if answer is None:
         _fail(
             f"No server is running on {settings.data_dir} (no answer on "

@@ -24,11 +24,12 @@ from starlette.routing import Mount, Route
 
 import allset
 from allset.core.errors import AllsetError
+from allset.core.flock import HeldLock
 from allset.db.models import Tenant
 from allset.files import maintenance
 from allset.observability import REGISTRY
 from allset.runtime import Runtime
-from allset.server.control import ControlServer
+from allset.server.control import ControlServer, worker_socket
 from allset.server.dav.app import MOUNT as DAV_MOUNT
 from allset.server.dav.app import DavFront, DavRootAlias, ServerOptions
 from allset.server.links import api as links_api
@@ -164,7 +165,10 @@ class _StorageCollector:
 _COLLECTOR: dict[str, _StorageCollector] = {}
 
 
-def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
+def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> Starlette:
+    """``worker``: this process's index among ``serve --workers``; None when it serves
+    alone. Workers skip the startup maintenance: their parent ran it before starting
+    them (``cli.server.serve``), so none takes uploads while another still reclaims."""
     settings = runtime.settings
     # One storage collector per process: tests build several apps, the last one reports.
     previous = _COLLECTOR.pop("current", None)
@@ -206,10 +210,15 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             media_type="text/plain",
         )
 
+    # One process runs the maintenance among workers; another takes over if it dies.
+    maintainer = HeldLock(settings.data_dir / "run" / "maintenance.lock")
+
     async def maintenance_loop() -> None:
         interval = max(5, settings.maintenance_interval_seconds)
         for _ in range(10**9):  # bounded in count, effectively forever at any interval >= 5 s
             await asyncio.sleep(interval)
+            if not maintainer.try_take():
+                continue
             try:
                 report = await run_in_threadpool(
                     maintenance.run_all,
@@ -226,7 +235,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         (a crash loses at most that minute), storage sampled every ten."""
         for i in range(10**9):
             try:
-                if i % 10 == 0:
+                if i % 10 == 0 and maintainer.try_take():  # each process flushes its own
                     await run_in_threadpool(runtime.usage.sample_storage)
                 await run_in_threadpool(runtime.usage.flush)
             except Exception:
@@ -234,15 +243,20 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             await asyncio.sleep(60)
 
     transfers = Transfers(runtime.accounts.bandwidth, runtime.usage.meter.add)
-    control = ControlServer(settings.control_socket, transfers, runtime.accounts.tenant_names)
+    control = ControlServer(
+        worker_socket(settings.control_socket, worker or 0),
+        transfers,
+        runtime.accounts.tenant_names,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Reclaim what a crash left behind before taking new uploads.
-        report = await run_in_threadpool(
-            maintenance.run_all, runtime.files, settings.gc_grace_seconds, runtime.resumables
-        )
-        log.info("startup maintenance", extra={"report": report.__dict__})
+        if worker is None and maintainer.try_take():
+            report = await run_in_threadpool(
+                maintenance.run_all, runtime.files, settings.gc_grace_seconds, runtime.resumables
+            )
+            log.info("startup maintenance", extra={"report": report.__dict__})
         task = asyncio.create_task(maintenance_loop())
         usage_task = asyncio.create_task(usage_loop())
         await control.start()
@@ -258,6 +272,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
                 await usage_task
             with contextlib.suppress(Exception):  # best effort: a stop keeps the counts
                 await run_in_threadpool(runtime.usage.flush)
+            maintainer.close()
 
     dav = DavFront(runtime)
     app = Starlette(

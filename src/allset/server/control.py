@@ -93,6 +93,30 @@ class ControlServer:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
 
+def worker_socket(path: Path, index: int) -> Path:
+    """Worker ``index`` of ``serve --workers`` listens on its own socket beside ``path``
+    (live transfers are in each worker's memory): ``control.sock``, ``control.1.sock``..."""
+    return path if index == 0 else path.with_name(f"{path.stem}.{index}{path.suffix}")
+
+
+def ask_all(path: Path, request: dict[str, Any], timeout: float = 10) -> dict[str, Any] | None:
+    """Ask every worker and merge: transfers listed together, interrupts counted together.
+    None when no server is running on this data dir; the first refusal if any refused."""
+    siblings = sorted(path.parent.glob(f"{path.stem}.*{path.suffix}"))
+    answers = [a for p in [path, *siblings] if (a := ask(p, request, timeout)) is not None]
+    if not answers:
+        return None
+    refused = [a for a in answers if not a.get("ok")]
+    if refused:
+        return refused[0]
+    merged: dict[str, Any] = {"ok": True}
+    if any("transfers" in a for a in answers):
+        merged["transfers"] = [t for a in answers for t in a.get("transfers", [])]
+    if any("interrupted" in a for a in answers):
+        merged["interrupted"] = sum(int(a.get("interrupted", 0)) for a in answers)
+    return merged
+
+
 def ask(path: Path, request: dict[str, Any], timeout: float = 10) -> dict[str, Any] | None:
     """CLI side: None when no server is running on this data dir."""
     if not path.exists():
