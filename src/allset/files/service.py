@@ -25,7 +25,7 @@ from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.db.engine import Database
-from allset.db.models import Node, Version, VersionChunk, utcnow
+from allset.db.models import Node, Version, utcnow
 from allset.db.prepared import Record
 from allset.files import access, listing, props, sql, trash
 from allset.files.entries import ChunkRef, Entry, Readable, entry_of
@@ -128,11 +128,16 @@ class FileService:
     def _resolve(self, s: Session, tenant_id: str, path: RemotePath) -> Node | None:
         if path.is_root:
             return self._root(s, tenant_id)
-        stmt, params = sql.path_query(
-            tenant_id, self._root_id(s.connection(), tenant_id), path.parts
-        )
-        found = stmt.subquery()
-        return s.scalar(select(Node).where(Node.id == select(found.c.id).scalar_subquery()), params)
+        _, params = sql.path_query(tenant_id, self._root_id(s.connection(), tenant_id), path.parts)
+        node: Node | None = s.scalar(sql.node_at(len(path.parts)), params)
+        return node
+
+    def _need_row(self, conn: Connection, tenant_id: str, path: RemotePath) -> Record:
+        """``_need`` for Core callers: the node's row, or the same 404."""
+        node = self.lookup(conn, tenant_id, path)
+        if node is None:
+            raise NotFound(f"Nothing at {path}.")
+        return node
 
     def _need(self, s: Session, tenant_id: str, path: RemotePath) -> Node:
         node = self._resolve(s, tenant_id, path)
@@ -235,9 +240,9 @@ class FileService:
     def stat(self, p: Principal, path: str | RemotePath) -> Entry:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
-        with self.db.read() as s:
-            access.need_visible(self.view(s.connection(), p), rp)
-            return entry_of(self._need(s, p.tenant_id, rp), rp)
+        with self.db.read_conn() as c:
+            access.need_visible(self.view(c, p), rp)
+            return entry_of(self._need_row(c, p.tenant_id, rp), rp)
 
     def list_dir(
         self, p: Principal, path: str | RemotePath, after: str = "", limit: int = 200
@@ -315,14 +320,14 @@ class FileService:
     ) -> Readable:
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
-        with self.db.read() as s:
-            access.need_read(self.view(s.connection(), p), rp)
-            node = self._need(s, p.tenant_id, rp)
+        with self.db.read_conn() as c:
+            access.need_read(self.view(c, p), rp)
+            node = self._need_row(c, p.tenant_id, rp)
             if node.kind != "file":
                 raise Conflict(f"{rp} is a folder; list it with /api/v1/tree{rp}.", is_folder=True)
             entry = entry_of(node, rp)
             vid = version or node.version_id
-            v = s.get(Version, vid) if vid and is_id(vid) else None
+            v = sql.VERSION_BY_ID.run(c, {"id": vid}).first() if vid and is_id(vid) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
             if version:
@@ -337,7 +342,7 @@ class FileService:
                     created_at=node.created_at,
                     version=v.id,
                 )
-            chunks = tuple(ChunkRef(*ref) for ref in self._refs_of(s, v.id))
+            chunks = tuple(ChunkRef(*ref) for ref in self._refs_of(c, v.id))
             return Readable(entry, p.tenant_id, chunks)
 
     def plan_read(
@@ -621,16 +626,10 @@ class FileService:
             self._event(s, p, "restore-version", node, rp, version=version)
             return entry_of(node, rp)
 
-    def _refs_of(self, s: Session, version_id: str) -> list[tuple[str, int, int]]:
+    def _refs_of(self, s: Session | Connection, version_id: str) -> list[tuple[str, int, int]]:
         """A version's manifest: (hash, offset, size) in file order."""
-        return [
-            (c.hash, c.offset, c.size)
-            for c in s.scalars(
-                select(VersionChunk)
-                .where(VersionChunk.version_id == version_id)
-                .order_by(VersionChunk.seq)
-            )
-        ]
+        conn = s.connection() if isinstance(s, Session) else s
+        return [(h, o, n) for h, o, n in sql.MANIFEST.run(conn, {"version_id": version_id}).all()]
 
     def _new_version(
         self,

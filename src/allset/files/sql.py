@@ -89,6 +89,23 @@ def path_lookup(depth: int) -> Prepared:
     return Prepared(_path_statement(depth))
 
 
+@functools.lru_cache(maxsize=64)
+def node_at(depth: int) -> Select[Any]:
+    """The ORM's ``Node`` at a path of ``depth`` parts (``path_query``'s parameters):
+    built once per depth, since building the subquery cost more than running it."""
+    found = _path_statement(depth).subquery()
+    return select(Node).where(Node.id == select(found.c.id).scalar_subquery())
+
+
+VERSION_BY_ID = Prepared(select(VERSIONS).where(VERSIONS.c.id == bindparam("id")))
+MANIFEST = Prepared(
+    select(VERSION_CHUNKS.c.hash, VERSION_CHUNKS.c.offset, VERSION_CHUNKS.c.size)
+    .where(VERSION_CHUNKS.c.version_id == bindparam("version_id"))
+    .order_by(VERSION_CHUNKS.c.seq)
+)
+"""A version's manifest: (hash, offset, size) in file order."""
+
+
 def path_query(
     tenant_id: str, root_id: str, parts: Sequence[str]
 ) -> tuple[Select[Any], dict[str, str]]:
