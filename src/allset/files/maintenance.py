@@ -1,4 +1,5 @@
-"""Housekeeping that keeps promises: retention purge, chunk collection, scrub.
+"""Housekeeping that keeps promises: retention purge, chunk collection, scrub, and the
+removal of expired WebDAV locks.
 
 Collection never deletes what it cannot prove unused: a chunk goes only when no version
 references it, no upload holds a lease on it, and (for files found on disk without a
@@ -17,7 +18,17 @@ from sqlalchemy import delete, exists, select, update
 from allset.blobstore.backend import split_key
 from allset.blobstore.replicated import ScrubReport
 from allset.core.principal import Principal
-from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.db.engine import Database
+from allset.db.models import (
+    Chunk,
+    DavLock,
+    Event,
+    Node,
+    Tenant,
+    Version,
+    VersionChunk,
+    utcnow,
+)
 from allset.files.service import FileService
 
 if TYPE_CHECKING:
@@ -35,6 +46,7 @@ class MaintenanceReport:
     orphan_files: int = 0
     temp_files: int = 0
     expired_uploads: int = 0
+    expired_dav_locks: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,12 +178,22 @@ def collect_orphans(
     return report
 
 
+def expire_dav_locks(db: Database, now: datetime | None = None) -> int:
+    """Delete the WebDAV locks past their timeout (every read ignores them already; this
+    keeps the table to the live ones). A lock refreshed meanwhile has a later expiry and
+    stays: the condition is evaluated by the DELETE itself."""
+    with db.write_conn() as conn:
+        done = conn.execute(delete(DavLock).where(DavLock.expires_at <= (now or utcnow())))
+    return int(done.rowcount or 0)
+
+
 def run_all(
     svc: FileService, grace_seconds: float, resumables: Resumables | None = None
 ) -> MaintenanceReport:
     report = purge_expired(svc)
     if resumables is not None:
         report.expired_uploads = resumables.expire()
+    report.expired_dav_locks = expire_dav_locks(svc.db)
     collect_chunks(svc, report)
     collect_orphans(svc, grace_seconds, report)
     return report

@@ -164,9 +164,7 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
             return None
         lm = self.lock_manager
         ref = quote("/" + "/".join(rp.parts))
-        if lm is not None and (
-            lm.get_url_lock_list(ref, recursive=True) or lm.get_indirect_url_lock_list(ref)
-        ):
+        if lm is not None and lm.has_locks_near(ref):  # a SharedLockManager: one query
             return None  # lock discovery is WsgiDAV's (locks are rare and short-lived)
         members: list[Entry] = []
         if environ.get("HTTP_DEPTH") == "1" and target.kind == "dir":
