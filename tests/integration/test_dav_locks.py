@@ -225,6 +225,48 @@ def test_depth_infinity_folder_lock_covers_everything_inside(pair: Pair, alice: 
     assert added.status_code == 201, added.text
 
 
+def test_delete_and_move_destroy_the_resources_locks(pair: Pair, alice: Account) -> None:
+    """RFC 4918 §9.6.1, §9.9: the locks of a deleted or moved resource go with it; kept
+    in the database, they would otherwise refuse a new file of that name until they
+    expire, in every process and across restarts."""
+    a, b = pair.a, pair.b
+    dav(a, "MKCOL", "/dir", alice)
+    for name in ("/gone.txt", "/moved.txt", "/dir/inner.txt"):
+        dav(a, "PUT", name, alice, content=b"x")
+    gone = token_of(lock(a, "/gone.txt", alice))
+    assert dav(b, "DELETE", "/gone.txt", alice, headers=with_token(gone)).status_code == 204
+    assert dav(a, "PUT", "/gone.txt", alice, content=b"new").status_code == 201
+
+    moved = token_of(lock(a, "/moved.txt", alice))
+    move = dav(
+        b,
+        "MOVE",
+        "/moved.txt",
+        alice,
+        headers={**with_token(moved), "Destination": "/dav/there.txt"},
+    )
+    assert move.status_code == 201, move.text
+    assert dav(a, "PUT", "/moved.txt", alice, content=b"new").status_code == 201
+    assert dav(a, "PUT", "/there.txt", alice, content=b"free").status_code == 204
+
+    inner = token_of(lock(a, "/dir/inner.txt", alice))
+    # A folder with a locked member: that member is refused without its token (207,
+    # RFC 4918 §9.6.1) and stays.
+    refused = dav(b, "DELETE", "/dir/", alice)
+    assert refused.status_code == 207 and "423" in refused.text
+    assert dav(a, "GET", "/dir/inner.txt", alice).content == b"x"
+    assert dav(b, "UNLOCK", "/dir/inner.txt", alice, headers={"Lock-Token": f"<{inner}>"})
+    # A folder locked as a whole: deleted with the token, its lock goes with it.
+    whole = token_of(lock(a, "/dir/", alice, depth="infinity"))
+    refused = dav(b, "DELETE", "/dir/", alice)
+    assert refused.status_code == 207 and "423" in refused.text
+    assert dav(a, "GET", "/dir/inner.txt", alice).content == b"x"
+    assert dav(b, "DELETE", "/dir/", alice, headers=with_token(whole)).status_code == 204
+    assert lock_rows(pair.rt_a, alice.tenant_id) == 0
+    assert dav(a, "MKCOL", "/dir", alice).status_code == 201
+    assert dav(a, "PUT", "/dir/inner.txt", alice, content=b"new").status_code == 201
+
+
 def test_granting_a_lock_is_atomic_across_processes(pair: Pair, alice: Account) -> None:
     """Exclusive LOCKs of one file raced through both processes: exactly one wins each
     round. WsgiDAV alone checks and grants under a lock of one process only."""
