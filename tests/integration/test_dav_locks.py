@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -25,6 +26,7 @@ from allset.runtime import Runtime, build_runtime
 from allset.server.app import build_app
 from allset.server.dav.locks import DbLockStorage
 from conftest import Account
+from serverproc import ServerProcess
 
 DISCOVER = b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><lockdiscovery/></prop></propfind>'
 
@@ -345,6 +347,35 @@ def test_locks_survive_a_restart(runtime: Runtime, alice: Account) -> None:
             assert dav(after, "PUT", "/kept.txt", alice, content=b"v3").status_code == 204
     finally:
         again.close()
+
+
+def test_two_server_processes_on_one_data_dir(server: ServerProcess, tmp_path: Path) -> None:
+    """The same as above with two real ``allset-server`` processes on one data dir and
+    database (what ``serve --workers 2`` will run), over TLS on loopback."""
+    email, password = server.make_account("lockco", "owner@lockco.example")
+    second = ServerProcess(server.data_dir, env=server.env)
+    second.log_path = tmp_path / "second-server.log"
+    second.start()
+    try:
+        with server.client(auth=(email, password)) as a, second.client(auth=(email, password)) as b:
+            assert a.put("/dav/shared.txt", content=b"v1").status_code == 201
+            r = a.request(
+                "LOCK",
+                "/dav/shared.txt",
+                content=lockinfo(),
+                headers={"Depth": "0", "Timeout": "Second-600"},
+            )
+            token = token_of(r)
+            assert b.put("/dav/shared.txt", content=b"no token").status_code == 423
+            assert b.delete("/dav/shared.txt").status_code == 423
+            ok = b.put("/dav/shared.txt", content=b"v2", headers=with_token(token))
+            assert ok.status_code == 204, ok.text
+            unlock = b.request("UNLOCK", "/dav/shared.txt", headers={"Lock-Token": f"<{token}>"})
+            assert unlock.status_code == 204
+            assert a.put("/dav/shared.txt", content=b"v3").status_code == 204
+            assert b.get("/dav/shared.txt").content == b"v3"
+    finally:
+        second.stop()
 
 
 def test_storage_interface_semantics(runtime: Runtime, alice: Account, bob: Account) -> None:
