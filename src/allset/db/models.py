@@ -342,6 +342,38 @@ class PasswordReset(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
 
 
+class DavLock(Base):
+    """A WebDAV lock (RFC 4918 §6), kept here so that every server process sees it: a
+    LOCK taken through one process is honoured by all (server/dav/locks.py). Rows are the
+    fields of WsgiDAV's lock dictionary; the Client owns them (R-STORE-3): a lock, its
+    token and its path mean something only within one ``tenant_id``.
+
+    ``root`` is WsgiDAV's normalised, percent-encoded reference URL (``/a/b%20c``, no
+    trailing slash): up to three times a 4,096-byte path, too long for a PostgreSQL
+    B-tree entry, so the index holds ``root_hash`` (its SHA-256, 128 bits) and the code
+    compares ``root`` itself too. Every check asks "locks on this path or its parents"
+    (a list of hashes) and sometimes "locks below it" (a prefix of ``root`` among the
+    Client's few live locks)."""
+
+    __tablename__ = "dav_locks"
+    token: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    root: Mapped[str] = mapped_column(Text)
+    root_hash: Mapped[str] = mapped_column(String(32))
+    lock_type: Mapped[str] = mapped_column(String(8))  # write (the only type, RFC 4918)
+    scope: Mapped[str] = mapped_column(String(10))  # exclusive | shared
+    depth: Mapped[str] = mapped_column(String(10))  # 0 | infinity
+    owner: Mapped[bytes] = mapped_column(LargeBinary)  # the client's <owner> XML, verbatim
+    principal: Mapped[str] = mapped_column(String(320))  # the user's email (WsgiDAV's name)
+    timeout: Mapped[int] = mapped_column(Integer)  # seconds granted by the last LOCK/refresh
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    __table_args__ = (
+        Index("ix_dav_locks_tenant_root", "tenant_id", "root_hash"),
+        Index("ix_dav_locks_expires", "expires_at"),
+    )
+
+
 class Setting(Base):
     """Server-wide facts decided at init (e.g. the installation id)."""
 
@@ -354,6 +386,7 @@ __all__ = [
     "Base",
     "Chunk",
     "Credential",
+    "DavLock",
     "Event",
     "FolderGrant",
     "Invitation",

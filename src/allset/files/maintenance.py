@@ -1,4 +1,5 @@
-"""Housekeeping that keeps promises: retention purge, chunk collection, scrub.
+"""Housekeeping that keeps promises: retention purge, chunk collection, scrub, and the
+removal of expired WebDAV locks.
 
 Collection never deletes what it cannot prove unused: a chunk goes only when no version
 references it, no upload holds a lease on it, no commit of any process is between its
@@ -18,7 +19,17 @@ from sqlalchemy import delete, exists, select, update
 from allset.blobstore.backend import ObjectMissing, split_key
 from allset.blobstore.replicated import ScrubReport
 from allset.core.principal import Principal
-from allset.db.models import Chunk, Event, Node, Tenant, Version, VersionChunk, utcnow
+from allset.db.engine import Database
+from allset.db.models import (
+    Chunk,
+    DavLock,
+    Event,
+    Node,
+    Tenant,
+    Version,
+    VersionChunk,
+    utcnow,
+)
 from allset.files.service import FileService
 
 if TYPE_CHECKING:
@@ -39,6 +50,7 @@ class MaintenanceReport:
     orphan_files: int = 0
     temp_files: int = 0
     expired_uploads: int = 0
+    expired_dav_locks: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -194,12 +206,22 @@ def _orphan(svc: FileService, key: str, grace_seconds: float) -> bool:
         return False
 
 
+def expire_dav_locks(db: Database, now: datetime | None = None) -> int:
+    """Delete the WebDAV locks past their timeout (every read ignores them already; this
+    keeps the table to the live ones). A lock refreshed meanwhile has a later expiry and
+    stays: the condition is evaluated by the DELETE itself."""
+    with db.write_conn() as conn:
+        done = conn.execute(delete(DavLock).where(DavLock.expires_at <= (now or utcnow())))
+    return int(done.rowcount or 0)
+
+
 def run_all(
     svc: FileService, grace_seconds: float, resumables: Resumables | None = None
 ) -> MaintenanceReport:
     report = purge_expired(svc)
     if resumables is not None:
         report.expired_uploads = resumables.expire()
+    report.expired_dav_locks = expire_dav_locks(svc.db)
     collect_chunks(svc, report)
     collect_orphans(svc, grace_seconds, report)
     return report

@@ -4,9 +4,9 @@ code for what must be the same in every protocol.
 The ASGI front:
 - authenticates with the same code as the REST API (Basic or Bearer over TLS, throttled
   failed logins, 429 with Retry-After) before any WebDAV code runs;
-- gives each Client its own WsgiDAV application, so that locks (kept in memory by
-  WsgiDAV) live in one Client's namespace: Client A locking ``/report.docx`` cannot
-  block, or even reveal, Client B's ``/report.docx``;
+- gives each Client its own WsgiDAV application, whose locks (in the database, shared by
+  every server process: locks.py) live in that Client's namespace: Client A locking
+  ``/report.docx`` cannot block, or even reveal, Client B's ``/report.docx``;
 - turns a client that disconnects mid-upload into an error inside the WSGI app (a2wsgi
   would otherwise end the body normally and a truncated file would be committed);
 - adds ``Repr-Digest`` (the stored SHA-256) to the answer of a PUT, as proof of transfer.
@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from a2wsgi import WSGIMiddleware
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -32,6 +33,7 @@ from allset.core.paths import RemotePath, decode_utf8, parse_path
 from allset.core.principal import Principal
 from allset.runtime import Runtime
 from allset.server.auth import authenticate
+from allset.server.dav.locks import DbLockStorage, SharedLockManager, has_live_locks
 from allset.server.dav.props import DeadProperties
 from allset.server.dav.provider import AllsetProvider, is_apple_metadata
 from allset.server.files_http import receive_file, send_file
@@ -94,7 +96,6 @@ class DavFront:
         self.apple_files = runtime.settings.dav_apple_files
         AllsetProvider(runtime.files, self.apple_files)  # validate the setting at start-up
         self._apps: dict[str, WSGIMiddleware] = {}
-        self._providers: dict[str, AllsetProvider] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=WSGI_THREADS, thread_name_prefix="dav")
         # WsgiDAV's start-up chatter (and its "enable SSL" warning: TLS ends in uvicorn,
@@ -106,8 +107,10 @@ class DavFront:
             app = self._apps.get(tenant_id)
             if app is None:
                 files = self.runtime.files
+                provider = AllsetProvider(files, self.apple_files)
+                storage = DbLockStorage(self.runtime.db, tenant_id)
                 config: dict[str, Any] = {
-                    "provider_mapping": {"/": AllsetProvider(files, self.apple_files)},
+                    "provider_mapping": {"/": provider},
                     "mount_path": MOUNT,
                     "http_authenticator": {
                         "domain_controller": _Authenticated,
@@ -116,7 +119,7 @@ class DavFront:
                         "default_to_digest": False,
                     },
                     "dir_browser": {"enable": False},
-                    "lock_storage": True,
+                    "lock_storage": storage,
                     "property_manager": DeadProperties(files),
                     "verbose": 1,
                     "logging": {"enable": False},
@@ -124,8 +127,12 @@ class DavFront:
                     "add_header_MS_Author_Via": True,
                     "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
                 }
-                app = WSGIMiddleware(WsgiDAVApp(config))
-                self._providers[tenant_id] = config["provider_mapping"]["/"]
+                dav = WsgiDAVApp(config)
+                # WsgiDAV builds its own LockManager on the storage; ours asks the
+                # database once per check instead of once per parent folder.
+                dav.lock_manager = SharedLockManager(storage)
+                provider.set_lock_manager(dav.lock_manager)
+                app = WSGIMiddleware(dav)
                 app.executor = self._executor
                 self._apps[tenant_id] = app
             return app
@@ -179,7 +186,12 @@ class DavFront:
             return False
         is_apple = is_apple_metadata(path.name)
         if scope["method"] == "PUT":
-            if (is_apple and self.apple_files == "refuse") or self._has_locks(principal):
+            if is_apple and self.apple_files == "refuse":
+                return False
+            # Any lock in this Client's space (taken through any process): the write goes
+            # through WsgiDAV, which checks lock tokens. Locks are rare and short-lived;
+            # the probe is one indexed query.
+            if await run_in_threadpool(has_live_locks, self.runtime.db, principal.tenant_id):
                 return False
         elif is_apple and self.apple_files == "refuse":
             return False
@@ -206,19 +218,6 @@ class DavFront:
                 response = from_error(exc)
         await response(scope, receive, send)
         return True
-
-    def _has_locks(self, principal: Principal) -> bool:
-        """Any lock in this Client's space: writes then go through WsgiDAV, which checks
-        lock tokens (locks are rare and short-lived, so this costs nothing in practice)."""
-        with self._lock:
-            provider = self._providers.get(principal.tenant_id)
-        if provider is None or provider.lock_manager is None:
-            return False
-        return bool(
-            provider.lock_manager.storage.get_lock_list(
-                "/", include_root=True, include_children=True, token_only=True
-            )
-        )
 
 
 class DavRootAlias:

@@ -19,7 +19,7 @@ import collections
 import concurrent.futures
 import contextlib
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -164,9 +164,7 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
             return None
         lm = self.lock_manager
         ref = quote("/" + "/".join(rp.parts))
-        if lm is not None and (
-            lm.get_url_lock_list(ref, recursive=True) or lm.get_indirect_url_lock_list(ref)
-        ):
+        if lm is not None and lm.has_locks_near(ref):  # a SharedLockManager: one query
             return None  # lock discovery is WsgiDAV's (locks are rare and short-lived)
         members: list[Entry] = []
         if environ.get("HTTP_DEPTH") == "1" and target.kind == "dir":
@@ -226,6 +224,7 @@ class _Base:
     provider: AllsetProvider
     environ: dict[str, Any]
     path: str
+    remove_all_locks: Callable[..., None]  # WsgiDAV's DAVResource's (declared, not shadowed)
 
     def _init(self, entry: Entry) -> None:
         self.entry = entry
@@ -261,6 +260,10 @@ class _Base:
     def delete(self) -> None:
         with as_dav_errors():
             self.files.delete(self.principal, self.rp)
+        # RFC 4918 §9.6.1: a DELETE destroys the locks rooted at and below the resource
+        # (they are kept in the database, so they would otherwise outlive it until their
+        # timeout and refuse a new file of that name).
+        self.remove_all_locks(recursive=True)
 
     def support_recursive_delete(self) -> bool:
         return True
@@ -272,6 +275,7 @@ class _Base:
         # WsgiDAV has already put an existing destination aside when Overwrite: T.
         with as_dav_errors():
             self.files.move(self.principal, self.rp, to_remote(dest_path))
+        self.remove_all_locks(recursive=True)  # RFC 4918 §9.9: locks do not move along
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
         """WsgiDAV copies a tree one resource at a time, parents first: a folder is created
@@ -282,6 +286,7 @@ class _Base:
         with as_dav_errors():
             if is_move:
                 self.files.move(self.principal, self.rp, dest)
+                self.remove_all_locks(recursive=True)
                 return
             if self.entry.kind == "dir":
                 try:
