@@ -26,6 +26,7 @@ import allset
 from allset.core.errors import AllsetError
 from allset.db.models import Tenant
 from allset.files import maintenance
+from allset.files.wakeups import WakeupError
 from allset.observability import REGISTRY
 from allset.runtime import Runtime
 from allset.server.control import ControlServer
@@ -246,9 +247,16 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
         task = asyncio.create_task(maintenance_loop())
         usage_task = asyncio.create_task(usage_loop())
         await control.start()
+        # Hear the change-feed wake-ups of the data dir's other processes (R-SYNC-1).
+        # Without them long-polls still answer, at their next re-check: not fatal.
+        try:
+            runtime.wakeups.join(runtime.files.changes.notify)
+        except (OSError, WakeupError) as exc:
+            log.warning("no change-feed wake-ups from other processes: %s", exc)
         try:
             yield
         finally:
+            await run_in_threadpool(runtime.wakeups.leave)
             await control.stop()
             task.cancel()
             usage_task.cancel()
