@@ -159,6 +159,7 @@ def test_dead_peer_socket_neither_breaks_nor_slows_commits(
     finally:
         deaf.close()
         deaf_path.unlink()
+        dead.unlink(missing_ok=True)
         directory.rmdir()  # this runtime never joined, so it leaves nothing to remove it
 
 

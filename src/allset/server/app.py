@@ -27,7 +27,7 @@ from allset.core.errors import AllsetError
 from allset.db.models import Tenant
 from allset.files import maintenance
 from allset.files.wakeups import WakeupError
-from allset.observability import REGISTRY
+from allset.observability import REGISTRY, scrape_registry
 from allset.runtime import Runtime
 from allset.server.control import ControlServer
 from allset.server.dav.app import MOUNT as DAV_MOUNT
@@ -167,13 +167,16 @@ _COLLECTOR: dict[str, _StorageCollector] = {}
 
 def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
     settings = runtime.settings
-    # One storage collector per process: tests build several apps, the last one reports.
+    # One storage collector per process: tests build several apps, the last one reports
+    # (on REGISTRY; in multiprocess mode each app scrapes its own registry).
     previous = _COLLECTOR.pop("current", None)
     if previous is not None:
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(previous)
     collector = _StorageCollector(runtime)
-    REGISTRY.register(collector)
+    # Several processes (PROMETHEUS_MULTIPROC_DIR): the sum of all of them, and the
+    # storage gauges once (read from the database here, not summed per process).
+    registry = scrape_registry(collector)
     _COLLECTOR["current"] = collector
 
     async def healthz(request: Request) -> Response:
@@ -197,7 +200,7 @@ def build_app(runtime: Runtime, tls: bool = True) -> Starlette:
             return problem_response(
                 404, "Not found", f"No such URL: {request.url.path}", "not-found"
             )
-        data = await run_in_threadpool(generate_latest, REGISTRY)
+        data = await run_in_threadpool(generate_latest, registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     async def robots(request: Request) -> Response:
