@@ -23,6 +23,7 @@ from allset.files.leases import ChunkLeases
 from allset.files.links import LinkService
 from allset.files.resumable import Resumables
 from allset.files.service import FileService
+from allset.files.wakeups import PeerWakeups, directory_for
 from allset.observability import CHUNK_REPAIRS
 from allset.settings import Settings
 from allset.tls import ensure_certificate
@@ -45,8 +46,12 @@ class Runtime:
     resumables: Resumables
     links: LinkService
     usage: UsageHistory
+    # Tells the data dir's other processes which Clients a commit changed (every
+    # runtime sends; a serving process also joins to hear them): R-SYNC-1 long-polls.
+    wakeups: PeerWakeups
 
     def close(self) -> None:
+        self.wakeups.close()
         self.store.close()
         self.db.dispose()
 
@@ -79,7 +84,9 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
         settings.session_lifetime_seconds,
     )
-    files = FileService(db, store, leases, settings.retention_days)
+    files = FileService(db, store, leases, settings.retention_days, settings.feed_recheck_seconds)
+    wakeups = PeerWakeups(directory_for(settings.data_dir))
+    db.on_commit.append(wakeups.send)  # after files' own (local) notification
     resumables = Resumables(
         files,
         settings.data_dir / "tus",
@@ -103,6 +110,7 @@ def build_runtime(settings: Settings) -> Runtime:
         resumables,
         links=links,
         usage=UsageHistory(db),
+        wakeups=wakeups,
     )
 
 

@@ -63,6 +63,9 @@ class Settings:
     link_max_days: int = 90  # the longest expiry a Client may choose (its plan's maximum)
     link_bytes_per_day: int = 0  # R-SHARE-5 default threshold per Client; 0 = none
     link_throttled_rate: int = parse_rate("1Mbit")  # link downloads above the threshold
+    # Long-polls of the change feed re-read the database this often even when no
+    # wake-up came (R-SYNC-1; files.wakeups); 0: the built-in default (1 s).
+    feed_recheck_seconds: int = 0
     log_json: bool = True
     log_level: str = "INFO"
 

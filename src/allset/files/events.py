@@ -10,8 +10,11 @@ Waiting (long-poll) is a wake-up plus a re-check, never a second channel of data
 
 * in this process, ``Database.on_commit`` tells the ``ChangeNotifier`` which Clients a
   committed transaction changed, and it wakes their waiters on their event loops;
-* the waiters also re-read the database every ``RECHECK_SECONDS``, so changes made by
-  another process (the operator CLI, a second server) are seen too, only later.
+* other processes of the data dir (server workers, the operator CLI) send the Client
+  ids they changed to this one's wake-up socket (``files.wakeups``), which feeds the
+  same ``ChangeNotifier``;
+* the waiters also re-read the database every ``RECHECK_SECONDS``, so a wake-up that
+  was lost (a datagram dropped, a writer that sends none) only delays the answer.
 """
 
 from __future__ import annotations
@@ -170,9 +173,12 @@ class ChangeNotifier:
     """Wakes coroutines waiting for a Client's next change. Thread-safe: ``notify`` is
     called from worker threads after a commit; waiters live on event loops."""
 
-    def __init__(self) -> None:
+    def __init__(self, recheck_seconds: float = 0) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, set[_Waiter]] = {}
+        # How often waiters re-read the database without a wake-up; 0: RECHECK_SECONDS
+        # (read at each wait, so that tests may change it).
+        self.recheck_seconds = recheck_seconds
 
     def subscribe(self, tenant_id: str) -> _Waiter:
         """Subscribe *before* reading the feed: a change committed between the read and
@@ -212,13 +218,14 @@ async def long_poll(
     gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> Feed:
     """``fetch`` until it returns changes or ``wait`` seconds have passed; between
-    fetches, sleep until this process commits a change for the Client, or at most
-    ``RECHECK_SECONDS`` (changes by other processes). Bounded by the deadline, and ends
-    early when ``gone()`` says the client hung up (a stopped sync must not hold a request
-    — and a server shutdown — for the rest of its wait)."""
+    fetches, sleep until a commit of this or another process wakes the Client's waiters,
+    or at most the notifier's re-check interval (a lost wake-up). Bounded by the
+    deadline, and ends early when ``gone()`` says the client hung up (a stopped sync must
+    not hold a request — and a server shutdown — for the rest of its wait)."""
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise InvalidInput(f"wait must be between 0 and {MAX_WAIT_SECONDS} seconds.")
     deadline = time.monotonic() + wait
+    recheck = notifier.recheck_seconds or RECHECK_SECONDS
     while True:
         w = notifier.subscribe(tenant_id)
         try:
@@ -227,6 +234,6 @@ async def long_poll(
             if feed.changes or left <= 0 or (gone is not None and await gone()):
                 return feed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(w.event.wait(), timeout=min(RECHECK_SECONDS, left))
+                await asyncio.wait_for(w.event.wait(), timeout=min(recheck, left))
         finally:
             notifier.unsubscribe(tenant_id, w)

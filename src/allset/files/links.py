@@ -83,6 +83,9 @@ LINK_BYTES_TODAY = Gauge(
     "Bytes served through a Client's public links this UTC day",
     ["tenant"],
     registry=REGISTRY,
+    # Each process counts the bytes it served itself (``_traffic``): with several, the
+    # day's total is the sum over the live ones.
+    multiprocess_mode="livesum",
 )
 LINK_OVER_THRESHOLD = Counter(
     "allset_link_threshold_exceeded",

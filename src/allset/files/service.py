@@ -77,7 +77,12 @@ def check_etag(entry_etag: str | None, if_match: str | None, if_none_match: str 
 
 class FileService:
     def __init__(
-        self, db: Database, store: ReplicatedStore, leases: ChunkLeases, retention_days: int
+        self,
+        db: Database,
+        store: ReplicatedStore,
+        leases: ChunkLeases,
+        retention_days: int,
+        recheck_seconds: float = 0,
     ) -> None:
         self.db = db
         self.store = store
@@ -86,7 +91,7 @@ class FileService:
         self.retention = timedelta(days=retention_days)
         self._roots: dict[str, str] = {}
         # Wakes change-feed long-polls once a transaction that changed a tree commits.
-        self.changes = ChangeNotifier()
+        self.changes = ChangeNotifier(recheck_seconds)
         db.on_commit.append(self.changes.notify)
 
     # ---- tree walking --------------------------------------------------------------

@@ -27,7 +27,8 @@ from allset.core.errors import AllsetError
 from allset.core.flock import HeldLock
 from allset.db.models import Tenant
 from allset.files import maintenance
-from allset.observability import REGISTRY
+from allset.files.wakeups import WakeupError
+from allset.observability import REGISTRY, scrape_registry
 from allset.runtime import Runtime
 from allset.server.control import ControlServer, worker_socket
 from allset.server.dav.app import MOUNT as DAV_MOUNT
@@ -170,13 +171,16 @@ def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> 
     alone. Workers skip the startup maintenance: their parent ran it before starting
     them (``cli.server.serve``), so none takes uploads while another still reclaims."""
     settings = runtime.settings
-    # One storage collector per process: tests build several apps, the last one reports.
+    # One storage collector per process: tests build several apps, the last one reports
+    # (on REGISTRY; in multiprocess mode each app scrapes its own registry).
     previous = _COLLECTOR.pop("current", None)
     if previous is not None:
         with contextlib.suppress(KeyError):
             REGISTRY.unregister(previous)
     collector = _StorageCollector(runtime)
-    REGISTRY.register(collector)
+    # Several processes (PROMETHEUS_MULTIPROC_DIR): the sum of all of them, and the
+    # storage gauges once (read from the database here, not summed per process).
+    registry = scrape_registry(collector)
     _COLLECTOR["current"] = collector
 
     async def healthz(request: Request) -> Response:
@@ -200,7 +204,7 @@ def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> 
             return problem_response(
                 404, "Not found", f"No such URL: {request.url.path}", "not-found"
             )
-        data = await run_in_threadpool(generate_latest, REGISTRY)
+        data = await run_in_threadpool(generate_latest, registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     async def robots(request: Request) -> Response:
@@ -260,9 +264,16 @@ def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> 
         task = asyncio.create_task(maintenance_loop())
         usage_task = asyncio.create_task(usage_loop())
         await control.start()
+        # Hear the change-feed wake-ups of the data dir's other processes (R-SYNC-1).
+        # Without them long-polls still answer, at their next re-check: not fatal.
+        try:
+            runtime.wakeups.join(runtime.files.changes.notify)
+        except (OSError, WakeupError) as exc:
+            log.warning("no change-feed wake-ups from other processes: %s", exc)
         try:
             yield
         finally:
+            await run_in_threadpool(runtime.wakeups.leave)
             await control.stop()
             task.cancel()
             usage_task.cancel()
