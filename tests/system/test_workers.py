@@ -110,6 +110,17 @@ def test_two_workers_serve_one_data_dir(two_workers: ServerProcess) -> None:
     served = {x.get("worker") for x in lines if x.get("event") == "request"}
     assert served == {0, 1}, f"requests were not spread over both workers: {served}"
 
+    # /metrics, answered by either worker, counts the requests of both.
+    for _ in range(4):
+        with srv.client() as c:
+            text = c.get("/metrics").text
+        puts = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("allset_http_requests_total{") and 'method="PUT"' in line
+        )
+        assert puts == 96, f"/metrics counted {puts} PUTs of the 96 both workers served"
+
     # The operator's CLI asks every worker (each has its own control socket).
     assert srv.cli("transfers", "list").stdout.strip() == "no transfer in progress"
     sockets = sorted(p.name for p in (srv.data_dir / "run").glob("control*.sock"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -228,7 +229,8 @@ def serve(
     _print_init(result, f"{scheme}://{shown_host}:{actual_port}/ ({settings.workers} workers)")
     sys.stdout.flush()
     command = worker_command(settings.data_dir, settings.plain_http)
-    sys.exit(Supervisor(command, [s.fileno() for s in socks]).run())
+    metrics = settings.data_dir / "run" / "metrics"
+    sys.exit(Supervisor(command, [s.fileno() for s in socks]).run(metrics))
 
 
 @main.command("serve-worker", hidden=True)
@@ -251,13 +253,33 @@ def serve_worker(ctx: click.Context, fd: int, index: int, plain_http: bool | Non
 
 def _startup_maintenance(settings: Settings) -> None:
     """What a single server does when it starts (reclaim what a crash left behind), done
-    once by the supervisor for all its workers."""
-    from allset.files.maintenance import run_all
-    from allset.runtime import build_runtime
+    once for all the workers before they start, in a process of its own: the supervisor
+    stays small (a runtime it built would stay in its memory for the server's life)."""
+    import subprocess
 
-    runtime = build_runtime(settings)
+    argv = [sys.executable, "-m", "allset.cli.server", "--data", str(settings.data_dir)]
+    done = subprocess.run([*argv, "startup-maintenance"], check=False)
+    if done.returncode != 0:
+        _fail("the startup maintenance failed (see the log above); not starting the workers.")
+
+
+@main.command("startup-maintenance", hidden=True)
+@_data_option
+@click.pass_context
+@friendly
+def startup_maintenance(ctx: click.Context) -> None:
+    """For ``serve --workers``: the maintenance a server runs when it starts."""
+    from allset.files.maintenance import run_all
+    from allset.observability import configure_logging
+
+    settings = _settings(ctx)
+    configure_logging(settings.log_json, settings.log_level)
+    runtime = _runtime(ctx)
     try:
-        run_all(runtime.files, settings.gc_grace_seconds, runtime.resumables)
+        report = run_all(runtime.files, settings.gc_grace_seconds, runtime.resumables)
+        logging.getLogger("allset.workers").info(
+            "startup maintenance", extra={"report": report.__dict__}
+        )
     finally:
         runtime.close()
 

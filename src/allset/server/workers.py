@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from allset.observability import MULTIPROC_ENV, prepare_metrics_dir, worker_exited
+
 log = logging.getLogger("allset.workers")
 
 MAX_RESTARTS = 5
@@ -90,8 +92,12 @@ class Supervisor:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    def run(self) -> int:
-        """Until stopped; returns the exit code for the whole server."""
+    def run(self, metrics_dir: Path) -> int:
+        """Until stopped; returns the exit code for the whole server. The workers count
+        their metrics in files under ``metrics_dir`` (prometheus_client's multiprocess
+        mode), so that /metrics, answered by any one of them, sums them all."""
+        prepare_metrics_dir(metrics_dir)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)  # read by the workers at import
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
         for i in range(self.n):
@@ -117,6 +123,7 @@ class Supervisor:
                     code = 1
                     break
                 log.error("worker %d exited with %s; starting it again", index, status)
+                worker_exited(proc.pid)
                 self._start(index)
         return self._wait(code)
 
@@ -129,6 +136,7 @@ class Supervisor:
                 log.error("worker %d did not stop in %.0f s; killing it", proc.pid, STOP_GRACE)
                 proc.kill()
                 proc.wait()
+            worker_exited(proc.pid)
         return code
 
 
