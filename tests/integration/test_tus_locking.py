@@ -7,7 +7,10 @@ tests/system/test_tus_processes.py. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -130,6 +133,22 @@ def test_expiry_leaves_an_upload_a_request_holds(
     assert other.resumables.expire(utcnow() + timedelta(hours=25)) == 1
     assert not part.exists()
     assert client.head(url, auth=alice.auth, headers=TUS).status_code == 404
+
+
+def test_expiry_reclaims_orphan_part_files_nobody_holds(runtime: Runtime) -> None:
+    """Part files without a row (a crash between the file and the row), over an hour
+    old, are reclaimed, except one another process holds (here the test holds it)."""
+    root = runtime.resumables.root
+    free, held = root / "orphanfree.part", root / "orphanheld.part"
+    for f in (free, held):
+        f.write_bytes(b"left over")
+        os.utime(f, (time.time() - 7200, time.time() - 7200))
+    with held.open("r+b") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        runtime.resumables.expire()
+        assert not free.exists() and held.exists()
+    runtime.resumables.expire()
+    assert not held.exists()
 
 
 def test_a_process_lets_go_of_uploads_another_moved_on(

@@ -503,6 +503,7 @@ class Resumables:
         with self.db.read() as s:
             known = set(s.scalars(select(ResumableUpload.id)))
         for part in self.root.glob("*.part"):
+            old = False
             with contextlib.suppress(FileNotFoundError):  # committed since it was listed
                 old = part.stat().st_mtime < now.timestamp() - 3600
             if part.stem not in known and old:
