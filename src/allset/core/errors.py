@@ -71,6 +71,16 @@ class AlreadyExists(Conflict):
     slug = "already-exists"
 
 
+class Locked(Conflict):
+    """Another request holds the object right now (a tus PATCH streaming into the same
+    upload, in this process or another): nothing was done; retry when it ends. 423, as
+    tusd answers, which tus clients retry."""
+
+    status = 423
+    title = "Locked"
+    slug = "locked"
+
+
 class PreconditionFailed(AllsetError):
     status = 412
     title = "Precondition failed"

@@ -17,11 +17,23 @@ left alone expires (24 h by default) and its bytes are reclaimed by maintenance.
 
 Concatenation: "partial" uploads are never committed on their own; a "final" upload names
 finished parts and is committed by streaming them in order.
+
+Several processes may serve one upload in turn (``serve --workers``: consecutive requests
+land anywhere). Every request that writes or deletes a part file (a PATCH for its whole
+length, the commit, termination, expiry) holds an exclusive ``flock`` on that file, taken
+without waiting: a second one, from this process or another, is refused at once (423
+Locked, tusd's answer, which tus clients retry), so bytes never interleave and only one
+request at a time owns an upload. Holding it, the request reads the row afresh: it
+continues from the recorded offset whichever process recorded it. The live ``Upload`` is
+a cache of one process, used only while it holds exactly the recorded bytes, otherwise
+dropped for the part file, exactly as after a restart. The kernel releases the lock of a
+process that dies, even by kill -9, and the next PATCH resumes from the part file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -29,6 +41,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from io import BufferedRandom
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +52,9 @@ from allset.core.errors import (
     AllsetError,
     ChecksumMismatch,
     Conflict,
+    Gone,
     InvalidInput,
+    Locked,
     NotFound,
     TooLarge,
 )
@@ -106,12 +121,13 @@ class Resumables:
         self.root = root
         self.expiry = expiry
         self.max_size = max_size
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two below (this process only)
         # Fast path: the Upload fed as PATCH bodies arrive, so the last byte needs only the
         # commit. Memory only; whenever it might disagree with the part file it is dropped
-        # and the part file is streamed instead (after a restart, a discarded body...).
+        # and the part file is streamed instead (after a restart, a discarded body, bytes
+        # another process appended...).
         self._live: dict[str, Upload] = {}
+        self._feeding: set[str] = set()  # ids whose live Upload a PATCH here is feeding
         root.mkdir(parents=True, exist_ok=True)
 
     def part_path(self, upload_id: str) -> Path:
@@ -216,34 +232,84 @@ class Resumables:
         with self.db.read() as s:
             return _info(self._row(s, p, upload_id))
 
-    # ---- appending -------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _exclusive(self, upload_id: str) -> Iterator[None]:
-        with self._lock:
-            if upload_id in self._busy:
-                raise Conflict("Another request is writing to this upload; retry when it ends.")
-            self._busy.add(upload_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy.discard(upload_id)
+    # ---- the part file's lock ---------------------------------------------------------
+    def _lock_part(self, upload_id: str) -> BufferedRandom | None:
+        """The upload's part file, open for writing and held under an exclusive ``flock``
+        until it is closed, or None if there is no part file (a final upload, or one
+        finished or ended meanwhile: the caller re-reads the row to tell which).
 
+        Never waits: if another request holds it, Locked. flock belongs to the open file,
+        so two threads of this process exclude each other exactly as two processes do,
+        and the kernel drops it when its holder dies, even by kill -9."""
+        path = self.part_path(upload_id)
+        try:
+            part = path.open("r+b")
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(part.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Opened just before its holder deleted it (the upload was committed or
+            # ended)? Then this lock guards a file nobody will look at again.
+            try:
+                same = os.path.samestat(os.fstat(part.fileno()), path.stat())
+            except FileNotFoundError:
+                same = False
+        except BlockingIOError:
+            part.close()
+            raise Locked(
+                "Another request is writing to this upload right now; retry when it ends "
+                "(ask for the offset with HEAD)."
+            ) from None
+        except BaseException:
+            part.close()
+            raise
+        if not same:
+            part.close()
+            return None
+        return part
+
+    @contextlib.contextmanager
+    def _holding(self, upload_ids: list[str]) -> Iterator[set[str]]:
+        """Hold the locks of these uploads' part files (all, or Locked); yields the ids
+        whose part file exists."""
+        held: dict[str, BufferedRandom] = {}
+        try:
+            for upload_id in dict.fromkeys(upload_ids):  # a part named twice: locked once
+                part = self._lock_part(upload_id)
+                if part is not None:
+                    held[upload_id] = part
+            yield set(held)
+        finally:
+            for part in held.values():
+                part.close()
+
+    # ---- appending -------------------------------------------------------------------
     def open_append(
         self, p: Principal, upload_id: str, offset: int, checksum: tuple[str, bytes] | None
     ) -> Appender:
-        info = self.status(p, upload_id)
-        if info.concat == "final":
-            raise Conflict("A final (concatenated) upload takes no bytes of its own.")
-        if info.done:
-            raise Conflict("This upload is complete.", upload_offset=info.offset)
-        if offset != info.offset:
-            raise Conflict(
-                f"Upload-Offset is {offset} but the server has {info.offset} bytes; resume "
-                f"from {info.offset} (ask with HEAD).",
-                upload_offset=info.offset,
-            )
-        return Appender(self, p, info, checksum)
+        """Take the upload for one PATCH: its part file's lock, held until the Appender
+        ends, and its row read under that lock (another process may have advanced it)."""
+        self.status(p, upload_id)  # another Client's upload is 404, never 423 (R-STORE-3)
+        part = self._lock_part(upload_id)
+        try:
+            info = self.status(p, upload_id)
+            if info.concat == "final":
+                raise Conflict("A final (concatenated) upload takes no bytes of its own.")
+            if info.done:
+                raise Conflict("This upload is complete.", upload_offset=info.offset)
+            if part is None:  # open, yet its bytes are gone: removed by hand
+                raise Gone("The staged bytes of this upload are missing; upload the file again.")
+            if offset != info.offset:
+                raise Conflict(
+                    f"Upload-Offset is {offset} but the server has {info.offset} bytes; resume "
+                    f"from {info.offset} (ask with HEAD).",
+                    upload_offset=info.offset,
+                )
+            return Appender(self, p, info, checksum, part)
+        except BaseException:
+            if part is not None:
+                part.close()
+            raise
 
     def _record_offset(self, p: Principal, upload_id: str, offset: int) -> ResumableInfo:
         with self.db.write() as s:
@@ -255,12 +321,22 @@ class Resumables:
     # ---- committing ------------------------------------------------------------------
     def commit(self, p: Principal, upload_id: str) -> ResumableInfo:
         """Stream the staged bytes into the tree, as one new file version (once: a second
-        call finds it done and answers the same result)."""
-        with self._exclusive(upload_id):
-            info = self.status(p, upload_id)
+        call finds it done and answers the same result). Holds the lock of every part
+        file it reads (a final upload's parts), so nobody appends to, ends or consumes
+        them meanwhile."""
+        info = self.status(p, upload_id)
+        if info.done:
+            return info
+        final = info.concat == "final"
+        with self._holding(info.parts if final else [upload_id]) as present:
+            info = self.status(p, upload_id)  # under the lock: perhaps done meanwhile
             if not info.done:
-                if info.offset != info.length and info.concat != "final":
+                if final:
+                    self._check_parts(p, info.parts)  # not consumed by another final since
+                elif info.offset != info.length:
                     raise Conflict(f"The upload has {info.offset} of {info.length} bytes.")
+                elif upload_id not in present:
+                    raise Gone("The staged bytes of this upload are missing; upload it again.")
                 self._commit(p, info)
             return self.status(p, upload_id)
 
@@ -274,18 +350,26 @@ class Resumables:
             upload.abort()
 
     def live_for(self, p: Principal, info: ResumableInfo) -> Upload | None:
-        """The Upload to feed for a PATCH at ``info.offset``, if the fast path applies."""
+        """The Upload to feed for a PATCH at ``info.offset``, if the fast path applies.
+        The caller holds the part file's lock, and ``info`` was read under it."""
         if info.concat or not info.path:
             return None
         with self._lock:
             live = self._live.get(info.id)
-        if live is not None:
-            if live.size == info.offset:
+            if live is not None and live.size == info.offset:
+                self._feeding.add(info.id)
                 return live
+        if live is not None:
+            # Behind the recorded offset: another process appended since. Offsets only
+            # grow, so it can never catch up; the part file has every byte.
             self.drop_live(info.id)
             return None
         if info.offset != 0:
             return None  # the bytes so far are only in the part file (a restart)
+        with self._lock:
+            full = len(self._live) >= MAX_LIVE
+        if full:
+            self._sweep_live()
         with self._lock:
             if len(self._live) >= MAX_LIVE:
                 return None  # each holds up to ~8 MiB of chunker buffer: bounded memory
@@ -296,7 +380,46 @@ class Resumables:
             return None  # e.g. the folder went away: the commit will say so clearly
         with self._lock:
             self._live[info.id] = live
+            self._feeding.add(info.id)
         return live
+
+    def _fed(self, upload_id: str) -> None:
+        with self._lock:
+            self._feeding.discard(upload_id)
+
+    def _sweep_live(self) -> None:
+        """Let go of the live Uploads that can never be fed again: their upload was
+        committed, ended or advanced by another process. Otherwise a process would keep
+        them (each up to ~8 MiB) until the next request for the same upload landed here,
+        and after MAX_LIVE of them lose the fast path. Their chunks are left to the
+        orphan collector, not deleted: another process may be committing the same bytes
+        from the part file right now, and this one does not hold its lock."""
+        with self._lock:
+            idle = {
+                i: (live, live.size) for i, live in self._live.items() if i not in self._feeding
+            }
+        if not idle:
+            return
+        with self.db.read_conn() as c:
+            rows = {
+                r.id: (r.offset, r.state)
+                for r in c.execute(
+                    select(ResumableUpload.id, ResumableUpload.offset, ResumableUpload.state).where(
+                        ResumableUpload.id.in_(list(idle))
+                    )
+                )
+            }
+        stale = [i for i, (_, size) in idle.items() if rows.get(i) != (size, "open")]
+        dropped: list[Upload] = []
+        with self._lock:
+            for i in stale:
+                live, size = idle[i]
+                if i not in self._feeding and self._live.get(i) is live and live.size == size:
+                    dropped.append(self._live.pop(i))
+        for live in dropped:
+            live.finish()  # lets go of its leases and quota credit; deletes nothing
+        if dropped:
+            log.info("let go of stale live uploads", extra={"count": len(dropped)})
 
     def _commit(self, p: Principal, info: ResumableInfo) -> Entry:
         rp = parse_path(info.path)
@@ -343,9 +466,10 @@ class Resumables:
 
     # ---- ending ----------------------------------------------------------------------
     def terminate(self, p: Principal, upload_id: str) -> None:
-        """tus termination: the upload and its bytes are gone at once."""
-        self.files._writable(p)
-        with self._exclusive(upload_id):
+        """tus termination: the upload and its bytes are gone at once (423 while another
+        request is writing to it: it would otherwise go on into a deleted file)."""
+        self.status(p, upload_id)  # another Client's upload is 404, never 423 (R-STORE-3)
+        with self._holding([upload_id]):
             with self.db.write() as s:
                 row = self._row(s, p, upload_id)
                 s.delete(row)
@@ -354,35 +478,46 @@ class Resumables:
 
     def expire(self, now: datetime | None = None) -> int:
         """Maintenance: forget expired uploads and delete their bytes; also part files
-        that no row claims (a crash between creating the file and the row)."""
+        that no row claims (a crash between creating the file and the row). An upload a
+        request holds, in any process, is left for the next run: its PATCH extends its
+        life."""
         now = now or utcnow()
-        with self._lock:
-            busy = set(self._busy)  # a request is writing to it right now: not expired
-        with self.db.write() as s:
-            ids = [
-                i
-                for i in s.scalars(
-                    select(ResumableUpload.id).where(ResumableUpload.expires_at <= now)
-                )
-                if i not in busy
-            ]
-            if ids:
-                s.execute(delete(ResumableUpload).where(ResumableUpload.id.in_(ids)))
+        with self.db.read() as s:
+            ids = list(
+                s.scalars(select(ResumableUpload.id).where(ResumableUpload.expires_at <= now))
+            )
+        expired = 0
         for upload_id in ids:
-            self.drop_live(upload_id)
-            self.part_path(upload_id).unlink(missing_ok=True)
+            try:
+                with self._holding([upload_id]):
+                    with self.db.write() as s:
+                        row = s.get(ResumableUpload, upload_id)
+                        if row is None or row.expires_at > now:
+                            continue  # ended, or extended, since it was listed
+                        s.delete(row)
+                    self.drop_live(upload_id)
+                    self.part_path(upload_id).unlink(missing_ok=True)
+                    expired += 1
+            except Locked:
+                continue
         with self.db.read() as s:
             known = set(s.scalars(select(ResumableUpload.id)))
         for part in self.root.glob("*.part"):
-            if part.stem not in known and part.stat().st_mtime < now.timestamp() - 3600:
-                part.unlink(missing_ok=True)
-        if ids:
-            log.info("expired resumable uploads", extra={"count": len(ids)})
-        return len(ids)
+            old = False
+            with contextlib.suppress(FileNotFoundError):  # committed since it was listed
+                old = part.stat().st_mtime < now.timestamp() - 3600
+            if part.stem not in known and old:
+                with contextlib.suppress(Locked), self._holding([part.stem]) as present:
+                    if present:
+                        part.unlink(missing_ok=True)
+        if expired:
+            log.info("expired resumable uploads", extra={"count": expired})
+        return expired
 
 
 class Appender:
-    """One PATCH. Without a live Upload the bytes go to the part file as they arrive.
+    """One PATCH, holding the part file's lock from ``open_append`` until it ends. Without
+    a live Upload the bytes go to the part file as they arrive.
 
     With one (the usual case: the upload began at offset 0 in this process) they go
     only to the Upload, which chunks and stores them as they arrive; the part file is
@@ -401,18 +536,17 @@ class Appender:
         p: Principal,
         info: ResumableInfo,
         checksum: tuple[str, bytes] | None,
+        part: BufferedRandom,
     ) -> None:
         self.owner, self.p, self.info = owner, p, info
         self.checksum = checksum
         self._hash = CHECKSUMS[checksum[0]]() if checksum else None
         self.written = 0
-        self._guard = owner._exclusive(info.id)
-        self._guard.__enter__()
+        self._file = part  # open and locked: closing it lets the next request in
         self._live: Upload | None = None
         self._recorded: int | None = None
         try:
             self._live = owner.live_for(p, info)
-            self._file = owner.part_path(info.id).open("r+b")
             # Bytes beyond the acknowledged offset were never acknowledged: cut them.
             # Only if there are any: ext4 takes a truncation to 0 for a file being
             # replaced and writes its blocks out at close (auto_da_alloc).
@@ -420,7 +554,7 @@ class Appender:
                 self._file.truncate(info.offset)
             self._file.seek(info.offset)
         except BaseException:
-            self._guard.__exit__(None, None, None)
+            self._close()
             raise
 
     def write(self, data: bytes | bytearray) -> None:
@@ -466,7 +600,14 @@ class Appender:
                 done = self._commit_live()
                 if done is not None:
                     return done
-            return self._durable()
+            info = self._durable()
+            if info.offset == info.length and not info.concat:
+                # The last byte, without a live Upload holding them all (after a restart,
+                # or bytes sent through another process): commit from the part file now,
+                # still holding the lock. A refusal is raised with every byte acknowledged.
+                self.owner._commit(self.p, info)
+                return self.owner.status(self.p, info.id)
+            return info
         finally:
             self._close()
 
@@ -516,10 +657,13 @@ class Appender:
             self.owner.drop_live(self.info.id)
 
     def _close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._file.close()
-        # The live Upload must hold exactly the acknowledged bytes, or go.
-        recorded = self.info.offset if self._recorded is None else self._recorded
-        if self._live is not None and (self._live.size != recorded or self._live.committing):
-            self._drop_live()
-        self._guard.__exit__(None, None, None)
+        # The live Upload must hold exactly the acknowledged bytes, or go: decided while
+        # the lock is still held, so the next request of any thread sees the outcome.
+        try:
+            recorded = self.info.offset if self._recorded is None else self._recorded
+            if self._live is not None and (self._live.size != recorded or self._live.committing):
+                self._drop_live()
+        finally:
+            self.owner._fed(self.info.id)
+            with contextlib.suppress(OSError):
+                self._file.close()  # releases the lock
