@@ -35,11 +35,14 @@ largest count (with the default 1,2: both). Why: the small-file rate is what wor
 for (one process is GIL-bound there), while one big PUT or GET is one connection, served
 by one worker whatever N is; what N changes for them is the server's memory (the 2 GiB
 phase's goal is for the whole server, now N + 1 processes), which the largest count shows.
-Running 1, 2 and 4 for every count would take a 2-count run from ~3 min to ~5 min (per
-(mode, workers): ~10 s of big PUTs, ~4 s of GETs, ~20 s of small files, ~13 s for 2 GiB,
-~20 s of start-up, hashing and quiet checks; references ~30 s), over the 1.5x this script
-allows itself; a third count (``--workers 1,2,4``) then adds only the ~30 s of phases 0
-and 3. The client ceiling (below) does not depend on the server, so it runs once per mode.
+Running 1, 2 and 4 for every count would take a 2-count run from ~3 min (one count, as
+before) to ~5.5 min, where phases 0 and 3 alone for the second count make it ~4 min: per
+(mode, workers) ~10 s of big PUTs, ~4 s of GETs, ~20 s of small files, ~13 s for 2 GiB,
+~25 s of start-ups (two per run: phase 4 restarts the server; a server with workers
+takes ~10 s more to start), hashing and quiet checks; references ~30 s. That is over the
+1.5x this script allows itself, so a third count (``--workers 1,2,4``) adds only the
+~35 s of phases 0 and 3 per mode. The client ceiling (below) does not depend on the
+server, so it runs once per mode.
 
 Before a timed phase the connection is opened and the credential cache warmed with one
 authenticated request (the cold case is phase 0); a server with workers is only measured
@@ -1183,6 +1186,10 @@ def report(result: dict[str, Any]) -> str:
         return rs
 
     # the summary: one row per (mode, workers) ------------------------------------------
+    lines.append(
+        "summary (CPU and RSS of the small-file phase, max over its runs; PUT and GET: median; "
+        "RSS: sampled / HWM):"
+    )
     summary = []
     for r in result["runs"]:
         summary.append(
@@ -1204,10 +1211,10 @@ def report(result: dict[str, Any]) -> str:
             "workers",
             f"{small_label} (files/s)",
             "p50 / p99 ms",
-            "server CPU",
-            "RSS MB",
-            f"PUT {size_label}",
-            "GET",
+            "server CPU (cores)",
+            "server RSS MB",
+            f"PUT {size_label} MB/s",
+            "GET MB/s",
             f"RSS MB, {a['big_gib']:g} GiB PUT",
         ],
         summary,
