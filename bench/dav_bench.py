@@ -89,6 +89,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from proctree import proc_status_kb, wait_quiet  # noqa: E402 - beside this file
 from server_bench import (  # noqa: E402
     MiB,
     StdlibClient,
@@ -98,9 +99,7 @@ from server_bench import (  # noqa: E402
     keystream,
     machine_info,
     mbps,
-    proc_status_kb,
     sha256_of,
-    wait_quiet,
 )
 
 from serverproc import ServerProcess  # noqa: E402 - on sys.path through server_bench

@@ -1,12 +1,16 @@
 """Throughput and memory of a real ``allset-server``, beside the machine's own limits.
 
-Run:  /tmp/venv/bin/python bench/server_bench.py [--quick] [--size-mib 512] [--small 2000]
-      [--conns 8] [--big-gib 2] [--repeat 3] [--json out.json] [--profile DIR]
-      (--quick = --size-mib 64 --small 200 --big-gib 0.25 --repeat 1, a smoke run)
+Run:  /tmp/venv/bin/python bench/server_bench.py [--quick] [--workers 1,2] [--size-mib 512]
+      [--small 2000] [--conns 8] [--big-gib 2] [--repeat 3] [--json out.json] [--profile DIR]
+      (--quick = --size-mib 64 --small 200 --big-gib 0.25 --repeat 1 --quiet-wait 0 and
+      64 MiB references: a smoke run that proves the script works, NOT a measurement; its
+      report says so on its second line)
 
-Every figure is measured twice, over TLS and in plain-HTTP mode (``--plain-http``, the
-reverse-proxy mode), each against a server started on a fresh data directory in a temporary
-directory on the same disk as /tmp (``--tmp``). Phases per mode:
+Every figure is measured over TLS and in plain-HTTP mode (``--plain-http``, the
+reverse-proxy mode), and for each server size of ``--workers`` (``serve --workers N``: N
+server processes on one port, default 1 and 2), each against a server started on a fresh
+data directory in a temporary directory on the same disk as /tmp (``--tmp``). Phases per
+(mode, workers):
 
 0. ``--conns`` simultaneous first requests of one account (cold credential cache): time
    and peak RSS (each verification is an argon2id hash).
@@ -26,14 +30,34 @@ directory on the same disk as /tmp (``--tmp``). Phases per mode:
    memory; its digest comes from an untimed pre-pass over the same keystream), on a freshly
    restarted server so that its peak RSS is the upload's own.
 
+Phases 0 and 3 run for every worker count; 1, 2 and 4 only for the smallest and the
+largest count (with the default 1,2: both). Why: the small-file rate is what workers are
+for (one process is GIL-bound there), while one big PUT or GET is one connection, served
+by one worker whatever N is; what N changes for them is the server's memory (the 2 GiB
+phase's goal is for the whole server, now N + 1 processes), which the largest count shows.
+Running 1, 2 and 4 for every count would take a 2-count run from ~3 min (one count, as
+before) to ~5.5 min, where phases 0 and 3 alone for the second count make it ~4 min: per
+(mode, workers) ~10 s of big PUTs, ~4 s of GETs, ~20 s of small files, ~13 s for 2 GiB,
+~25 s of start-ups (two per run: phase 4 restarts the server; a server with workers
+takes ~10 s more to start), hashing and quiet checks; references ~30 s. That is over the
+1.5x this script allows itself, so a third count (``--workers 1,2,4``) adds only the
+~35 s of phases 0 and 3 per mode. The client ceiling (below) does not depend on the
+server, so it runs once per mode.
+
 Before a timed phase the connection is opened and the credential cache warmed with one
-authenticated request (the cold case is phase 0). During every phase the server's VmRSS is
-sampled every 50 ms from /proc/PID/status; the kernel's own high-water mark (VmHWM, reset
-through /proc/PID/clear_refs at the start of the phase) is reported beside it, so a peak
-between two samples is not missed. Server CPU (utime+stime over wall time, in cores), the
-client's CPU and the CPU of every other process on the machine are reported too: a small
-machine shared with test runs gives meaningless figures, so each timed phase first waits
-(up to ``--quiet-wait`` s) until other processes use less than ``--quiet-cores``.
+authenticated request (the cold case is phase 0); a server with workers is only measured
+once every worker has started (its log says so). "The server" is every process of it
+(proctree.py): with N > 1 workers, the supervisor and its N workers. During every phase
+the server's VmRSS is sampled every 50 ms from /proc/PID/status, summed over its
+processes at each sample (the memory it holds at once); the kernel's own high-water mark
+(VmHWM, reset through /proc/PID/clear_refs at the start of the phase) is reported beside
+it, summed over the processes: with one process it is the exact peak, so a peak between
+two samples is not missed; with several it is an upper bound (their peaks need not
+coincide). The table shows both, "sampled / HWM"; RSS verdicts use the larger. Server CPU
+(utime+stime of every process over wall time, in cores), the client's CPU and the CPU of
+every other process on the machine are reported too: a small machine shared with test
+runs gives meaningless figures, so each timed phase first waits (up to ``--quiet-wait``
+s) until other processes (the server's own excluded) use less than ``--quiet-cores``.
 
 References measured in the same run: ``dd`` to a new file and over an existing one (both
 conv=fsync, 512 MiB, before and after the servers), single-core hashlib SHA-256 on
@@ -41,8 +65,16 @@ conv=fsync, 512 MiB, before and after the servers), single-core hashlib SHA-256 
 a PUT's chunks (1 MiB files on two replica directories: the disk's limit for a PUT in
 this layout, with none of the CPU work), and the client's own
 ceiling against a trivial sink/source HTTP server (a lower bound of the client's limit).
-``--profile DIR`` adds untimed PUT, GET and small-file runs under ``py-spy record`` and
-prints where each kind of server thread spends its wall time.
+``--profile DIR`` adds untimed PUT, GET and small-file runs under ``py-spy record`` (one
+py-spy per worker, each to its own file, summarised each; the supervisor, which only
+waits for its workers, is not profiled) and prints where each kind of server thread
+spends its wall time.
+
+The report: a summary with one row per (mode, workers), the detailed table (one row per
+figure and worker count, TLS and plain HTTP side by side, goals and verdicts), the
+references, the profiles, and the README's "Benchmarks" table in markdown (rows named
+with their worker count). ``--json`` writes every figure, one entry of ``runs`` per
+(mode, workers).
 
 The benchmark tenant gets a 1 TiB quota and a 100 Gbit/s bandwidth setting so that quota
 and per-Client throttling (R-BW-1) do not cap the server's raw speed.
@@ -89,6 +121,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from proctree import PhaseMonitor, ServerTree, wait_quiet  # noqa: E402 - beside this file
+
 from serverproc import ServerProcess  # noqa: E402
 
 WARM = "/api/v1/me"  # a cheap authenticated request: the connection and the credential
@@ -97,8 +131,6 @@ MiB = 1 << 20
 GiB = 1 << 30
 MB = 1_000_000
 BLOCK = MiB
-PAGE = os.sysconf("SC_PAGE_SIZE")
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -191,7 +223,7 @@ def run_dd(target: Path, extra_conv: str, count: int = 512) -> float:
     return mbps(int(m.group(1)), float(m.group(2).replace(",", ".")))
 
 
-def dd_references(tmp: Path, files: int = 3) -> dict[str, float]:
+def dd_references(tmp: Path, files: int = 3, count: int = 512) -> dict[str, float]:
     """The disk's fresh-block rate as the issue defines it, measured the way the peers'
     study did: ``files`` new 512 MiB files written one after the other and kept side by
     side, so that each one needs blocks no file just freed (median reported). One new
@@ -202,8 +234,8 @@ def dd_references(tmp: Path, files: int = 3) -> dict[str, float]:
     targets = [tmp / f"{stem}-{i}.bin" for i in range(files)]
     assert not any(t.exists() for t in targets)
     try:
-        fresh = [run_dd(t, "") for t in targets]
-        reused = run_dd(targets[0], "notrunc")
+        fresh = [run_dd(t, "", count) for t in targets]
+        reused = run_dd(targets[0], "notrunc", count)
     finally:
         for t in targets:
             with contextlib.suppress(FileNotFoundError):
@@ -272,117 +304,7 @@ def sha256_speed(nbytes: int = 256 * MiB) -> float:
     return best
 
 
-# ---- server process observation --------------------------------------------------------
-def proc_cpu_split(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime (fields 14, 15)
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    return sum(proc_cpu_split(pid))
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all CPUs spent not idle since boot (from /proc/stat)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
-    guest = sum(f[8:10]) if len(f) > 9 else 0  # already counted in user/nice
-    return (sum(f) - idle - guest) / TICKS
-
-
-def others_busy_cores(seconds: float, pids: list[int]) -> float:
-    """Cores used by processes other than ``pids`` and this one over ``seconds``."""
-    own0 = sum(proc_cpu_seconds(p) for p in pids) + time.process_time()
-    m0 = machine_busy_seconds()
-    time.sleep(seconds)
-    own1 = sum(proc_cpu_seconds(p) for p in pids) + time.process_time()
-    return max(0.0, (machine_busy_seconds() - m0 - (own1 - own0)) / seconds)
-
-
-def wait_quiet(
-    pids: list[int], max_seconds: float, threshold: float, log: Callable[[str], None]
-) -> float:
-    """Wait (at most ``max_seconds``) until other processes use < ``threshold`` cores; this
-    machine may be shared with test runs. Returns the last reading."""
-    load = others_busy_cores(0.5, pids)
-    if load < threshold or max_seconds <= 0:
-        return load
-    log(f"  other processes use {load:.2f} cores; waiting up to {max_seconds:.0f} s for quiet")
-    for _ in range(int(max_seconds)):
-        load = others_busy_cores(1.0, pids)
-        if load < threshold:
-            break
-    return load
-
-
-def proc_status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class PhaseMonitor:
-    """VmRSS every 50 ms, the kernel's VmHWM since the phase began, and server CPU time."""
-
-    def __init__(self, pid: int, interval: float = 0.05, max_seconds: float = 3600) -> None:
-        self.pid, self.interval = pid, interval
-        self.max_samples = int(max_seconds / interval)
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.hwm_reset = False
-
-    def _run(self) -> None:
-        for _ in range(self.max_samples):
-            with contextlib.suppress(OSError, ValueError):
-                self.samples.append(proc_status_kb(self.pid, "VmRSS"))
-            if self._stop.wait(self.interval):
-                break
-
-    def __enter__(self) -> PhaseMonitor:
-        try:  # "5" resets the peak RSS (VmHWM) of the process to its current RSS
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-            self.hwm_reset = True
-        except OSError:
-            self.hwm_reset = False
-        self.split0 = proc_cpu_split(self.pid)
-        self.cpu0 = sum(self.split0)
-        self.client_cpu0 = time.process_time()
-        self.machine0 = machine_busy_seconds()
-        self.t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.t0
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(OSError, ValueError):
-            self.samples.append(proc_status_kb(self.pid, "VmRSS"))
-        split = proc_cpu_split(self.pid)
-        self.sys_cpu = split[1] - self.split0[1]
-        self.cpu = sum(split) - self.cpu0
-        self.client_cpu = time.process_time() - self.client_cpu0
-        self.machine = machine_busy_seconds() - self.machine0
-        self.hwm_kb = proc_status_kb(self.pid, "VmHWM") if self.hwm_reset else 0
-
-    def result(self) -> dict[str, Any]:
-        return {
-            "rss_peak_sampled_MB": max(self.samples, default=0) * 1024 / MB,
-            "rss_hwm_MB": self.hwm_kb * 1024 / MB if self.hwm_reset else None,
-            "rss_samples": len(self.samples),
-            "server_cpu_cores": self.cpu / self.wall if self.wall > 0 else 0.0,
-            "server_sys_share": self.sys_cpu / self.cpu if self.cpu > 0 else 0.0,
-            "client_cpu_cores": self.client_cpu / self.wall if self.wall > 0 else 0.0,
-            "other_cpu_cores": max(0.0, self.machine - self.cpu - self.client_cpu) / self.wall
-            if self.wall > 0
-            else 0.0,
-            "seconds": self.wall,
-        }
-
-
+# ---- server profiles (what is measured from /proc is in proctree.py) -------------------
 class Profiler:
     """py-spy record (raw collapsed stacks, every thread, idle included) around a block."""
 
@@ -820,24 +742,69 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-# ---- one mode (TLS or plain HTTP) ------------------------------------------------------
+# ---- one run: a mode (TLS or plain HTTP) and a number of worker processes -------------
+def start_server(srv: ServerProcess, workers: int) -> ServerTree:
+    """Start ``srv`` and wait until every worker serves; returns its process tree."""
+    offset = srv.log_path.stat().st_size if srv.log_path.exists() else 0  # the log appends
+    srv.start()
+    assert srv.proc is not None
+    tree = ServerTree(srv.proc.pid, workers)
+    tree.wait_ready(srv.log_path, offset)
+    return tree
+
+
+@contextlib.contextmanager
+def profiling(tree: ServerTree, stem: Path, native: bool) -> Iterator[list[Path]]:
+    """One py-spy per process that serves requests: the server itself with one worker,
+    else each worker (not the supervisor, which only sleeps and reaps). Raw stacks go to
+    ``STEM.txt``, or ``STEM-workerI.txt`` per worker."""
+    with contextlib.ExitStack() as stack:
+        outs = []
+        for index, pid in tree.worker_pids():
+            suffix = f"-worker{index}" if tree.has_children else ""
+            out = stem.with_name(f"{stem.name}{suffix}.txt")
+            stack.enter_context(Profiler(pid, out, native))
+            outs.append(out)
+        yield outs
+
+
+def summarise_profiles(outs: list[Path]) -> str:
+    """``summarise_profile`` of each raw file (each also saved beside it as .summary)."""
+    text = ""
+    for out in outs:
+        summary = summarise_profile(out)
+        out.with_suffix(".summary").write_text(summary)
+        head = f"  {out.stem.rsplit('-', 1)[-1]} ({out.name}):\n" if len(outs) > 1 else ""
+        text += head + summary
+    return text
+
+
 def run_mode(
-    mode: str, root: Path, args: argparse.Namespace, log: Callable[[str], None]
+    mode: str,
+    workers: int,
+    root: Path,
+    args: argparse.Namespace,
+    log: Callable[[str], None],
+    big_phases: bool = True,
+    ceiling: bool = True,
 ) -> dict[str, Any]:
+    """Every phase against one server of ``workers`` processes in ``mode``, on a fresh data
+    dir. ``big_phases``: the big PUT/GET, their profiles and the huge streamed upload
+    (see the docstring: not for every worker count); ``ceiling``: the client-ceiling runs
+    (the client against a trivial server: the same for every worker count, run once)."""
     plain = mode == "plain"
-    data = root / mode / "data"
+    data = root / f"{mode}-w{workers}" / "data"
     data.parent.mkdir(parents=True)
-    srv = ServerProcess(data, plain_http=plain)
-    res: dict[str, Any] = {"mode": mode}
+    srv = ServerProcess(data, env={"ALLSET_WORKERS": str(workers)}, plain_http=plain)
+    res: dict[str, Any] = {"mode": mode, "workers": workers, "big_phases": big_phases}
     size = args.size_mib * MiB
     big = int(args.big_gib * GiB)
     phase_limit = args.phase_seconds
+    tag = f"[{mode} w={workers}]"
     try:
-        srv.start()
-        assert srv.proc is not None
-        pid = srv.proc.pid
+        tree = start_server(srv, workers)
         res["url"] = srv.url
-        res["rss_idle_MB"] = proc_status_kb(pid, "VmRSS") * 1024 / MB
+        res["rss_idle_MB"] = tree.rss_kb() * 1024 / MB
         email, password = srv.make_account("bench", "bench@example.com", quota="1TiB")
         srv.cli("tenant", "limit", "bench", "--bandwidth", "100Gbit")
         auth = (email, password)
@@ -855,18 +822,18 @@ def run_mode(
                 return StdlibClient(srv.url, auth, None if plain else srv.cert)
             return client()
 
-        def quiet() -> None:
-            wait_quiet([pid], args.quiet_wait, args.quiet_cores, log)
+        def quiet() -> None:  # sees ``tree`` as rebound by the restart below
+            wait_quiet(tree.pids(), args.quiet_wait, args.quiet_cores, log)
 
         # 0. the first authenticated requests, all at once (the credential cache is cold)
         quiet()
-        log(f"[{mode}] {args.conns} simultaneous first requests (cold credential cache)")
+        log(f"{tag} {args.conns} simultaneous first requests (cold credential cache)")
         clients = [client() for _ in range(args.conns)]
         try:
             for c in clients:
                 c.get("/healthz")
             statuses: list[int] = []
-            with PhaseMonitor(pid) as mon:
+            with PhaseMonitor(tree) as mon:
                 threads = [
                     threading.Thread(target=lambda c=c: statuses.append(c.get(WARM).status_code))
                     for c in clients
@@ -887,63 +854,64 @@ def run_mode(
                     raise RuntimeError(f"mkdir {d}: {r.status_code} {r.text[:300]}")
 
         # 1. big PUT, 2. big GET -------------------------------------------------------
-        puts, gets, put_mon, get_mon = [], [], [], []
         last_blocks: list[bytes] = []
-        first: tuple[str, str] | None = None
-        for rep in range(args.repeat):
-            last_blocks = []  # free the previous repetition's data first
-            blocks = list(keystream(f"{mode}-put-{rep}-{time.time_ns()}", size))
-            sha = sha256_of(blocks)
-            url = f"/api/v1/files/big/file-{rep}.bin"
-            log(f"[{mode}] PUT {args.size_mib} MiB #{rep + 1}")
-            with client() as c:
-                c.get(WARM)  # connection ready and credentials cached before the clock starts
-                quiet()
-                with PhaseMonitor(pid) as mon:
-                    t = time.perf_counter()
-                    r = put_blocks(c, url, blocks, size, sha)
-                    secs = time.perf_counter() - t
-            if r.status_code != 201:
-                raise RuntimeError(f"PUT {url}: {r.status_code} {r.text[:300]}")
-            body = r.json()
-            if body.get("sha256") != sha or body.get("size") != size:
-                raise RuntimeError(f"PUT {url}: server stored {body}, expected sha256 {sha}")
-            puts.append(mbps(size, secs))
-            put_mon.append(mon.result())
-            last_blocks = blocks
-            del blocks
-            if first is None:
-                first = (url, sha)
-        assert first is not None
-        for rep in range(args.repeat):
-            url = f"/api/v1/files/big/file-{rep}.bin"
-            log(f"[{mode}] GET {args.size_mib} MiB #{rep + 1}")
+        if big_phases:
+            puts, gets, put_mon, get_mon = [], [], [], []
+            first: tuple[str, str] | None = None
+            for rep in range(args.repeat):
+                last_blocks = []  # free the previous repetition's data first
+                blocks = list(keystream(f"{mode}-put-{rep}-{time.time_ns()}", size))
+                sha = sha256_of(blocks)
+                url = f"/api/v1/files/big/file-{rep}.bin"
+                log(f"{tag} PUT {args.size_mib} MiB #{rep + 1}")
+                with client() as c:
+                    c.get(WARM)  # connection ready and credentials cached before the clock starts
+                    quiet()
+                    with PhaseMonitor(tree) as mon:
+                        t = time.perf_counter()
+                        r = put_blocks(c, url, blocks, size, sha)
+                        secs = time.perf_counter() - t
+                if r.status_code != 201:
+                    raise RuntimeError(f"PUT {url}: {r.status_code} {r.text[:300]}")
+                body = r.json()
+                if body.get("sha256") != sha or body.get("size") != size:
+                    raise RuntimeError(f"PUT {url}: server stored {body}, expected sha256 {sha}")
+                puts.append(mbps(size, secs))
+                put_mon.append(mon.result())
+                last_blocks = blocks
+                del blocks
+                if first is None:
+                    first = (url, sha)
+            assert first is not None
+            for rep in range(args.repeat):
+                url = f"/api/v1/files/big/file-{rep}.bin"
+                log(f"{tag} GET {args.size_mib} MiB #{rep + 1}")
+                c = big_get_client()
+                try:
+                    c.get(WARM).content  # noqa: B018 - read it whole: the connection is reused
+                    quiet()
+                    with PhaseMonitor(tree) as mon:
+                        t = time.perf_counter()
+                        n, _h = get_discard(c, url)
+                        secs = time.perf_counter() - t
+                finally:
+                    c.close()
+                if n != size:
+                    raise RuntimeError(f"GET {url}: {n} bytes, expected {size}")
+                gets.append(mbps(size, secs))
+                get_mon.append(mon.result())
+            # Verification, outside the timed part: one more GET, hashed.
             c = big_get_client()
             try:
-                c.get(WARM).content  # noqa: B018 - read it whole: the connection is reused
-                quiet()
-                with PhaseMonitor(pid) as mon:
-                    t = time.perf_counter()
-                    n, _h = get_discard(c, url)
-                    secs = time.perf_counter() - t
+                h = hashlib.sha256()
+                n, _headers = get_discard(c, first[0], h)
             finally:
                 c.close()
-            if n != size:
-                raise RuntimeError(f"GET {url}: {n} bytes, expected {size}")
-            gets.append(mbps(size, secs))
-            get_mon.append(mon.result())
-        # Verification, outside the timed part: one more GET, hashed.
-        c = big_get_client()
-        try:
-            h = hashlib.sha256()
-            n, _headers = get_discard(c, first[0], h)
-        finally:
-            c.close()
-        res["get_verified"] = h.hexdigest() == first[1] and n == size
-        if not res["get_verified"]:
-            raise RuntimeError(f"GET {first[0]}: content differs from what was uploaded")
-        res["put"] = {"MBps": spread(puts), "runs": puts, "monitor": put_mon}
-        res["get"] = {"MBps": spread(gets), "runs": gets, "monitor": get_mon}
+            res["get_verified"] = h.hexdigest() == first[1] and n == size
+            if not res["get_verified"]:
+                raise RuntimeError(f"GET {first[0]}: content differs from what was uploaded")
+            res["put"] = {"MBps": spread(puts), "runs": puts, "monitor": put_mon}
+            res["get"] = {"MBps": spread(gets), "runs": gets, "monitor": get_mon}
 
         # 3. small files -----------------------------------------------------------------
         smalls, small_runs, small_mon = [], [], []
@@ -954,9 +922,9 @@ def run_mode(
                 if r.status_code not in (200, 201):
                     raise RuntimeError(f"mkdir {d}: {r.status_code} {r.text[:300]}")
             payloads = [os.urandom(args.small_size) for _ in range(args.small)]
-            log(f"[{mode}] {args.small} x {args.small_size} B, {args.conns} connections #{rep + 1}")
+            log(f"{tag} {args.small} x {args.small_size} B, {args.conns} connections #{rep + 1}")
             quiet()
-            with PhaseMonitor(pid) as mon:
+            with PhaseMonitor(tree) as mon:
                 out = small_uploads(
                     small_client,
                     f"/api/v1/files{d}/f{{:05d}}.dat".format,
@@ -973,7 +941,7 @@ def run_mode(
         res["small"] = {"files_per_s": spread(smalls), "runs": small_runs, "monitor": small_mon}
 
         # client ceiling against a trivial server -----------------------------------------
-        if not args.no_ceiling:
+        if ceiling and big_phases and not args.no_ceiling:
             cert = None if plain else srv.cert
             key = None if plain else srv.data_dir / "tls" / "key.pem"
             with SinkServer(root, cert, key) as sink:
@@ -988,9 +956,9 @@ def run_mode(
                         return StdlibClient(sink.url, None, cert)
                     return sclient()
 
-                log(f"[{mode}] client ceiling (trivial sink server)")
+                log(f"{tag} client ceiling (trivial sink server)")
                 assert sink.proc is not None
-                wait_quiet([pid, sink.proc.pid], args.quiet_wait, args.quiet_cores, log)
+                wait_quiet([*tree.pids(), sink.proc.pid], args.quiet_wait, args.quiet_cores, log)
                 with sclient() as c:
                     c.get("/healthz")
                     t = time.perf_counter()
@@ -1018,25 +986,25 @@ def run_mode(
             pdir = Path(args.profile)
             pdir.mkdir(parents=True, exist_ok=True)
             res["profiles"] = {}
+            native = args.profile_native
             blocks = list(keystream(f"{mode}-profile-{time.time_ns()}", size))
             url = "/api/v1/files/big/profiled.bin"
             with client() as c:
                 c.get(WARM)
-                log(f"[{mode}] profiling PUT")
+                log(f"{tag} profiling PUT")
                 quiet()
-                out_put = pdir / f"{mode}-put.txt"
-                with Profiler(pid, out_put, args.profile_native):
+                stem = pdir / f"{mode}-w{workers}"
+                with profiling(tree, stem.with_name(stem.name + "-put"), native) as out_put:
                     t = time.perf_counter()
                     r = put_blocks(c, url, blocks, size)
                     p_put = mbps(size, time.perf_counter() - t)
                 del blocks
-                log(f"[{mode}] profiling GET")
+                log(f"{tag} profiling GET")
                 quiet()
-                out_get = pdir / f"{mode}-get.txt"
                 g = big_get_client()
                 try:
                     g.get(WARM).content  # noqa: B018
-                    with Profiler(pid, out_get, args.profile_native):
+                    with profiling(tree, stem.with_name(stem.name + "-get"), native) as out_get:
                         t = time.perf_counter()
                         get_discard(g, url)
                         p_get = mbps(size, time.perf_counter() - t)
@@ -1044,10 +1012,9 @@ def run_mode(
                     g.close()
                 c.post("/api/v1/mkdir", json={"path": "/small-profiled"})
             payloads = [os.urandom(args.small_size) for _ in range(args.small)]
-            log(f"[{mode}] profiling small files")
+            log(f"{tag} profiling small files")
             quiet()
-            out_small = pdir / f"{mode}-small.txt"
-            with Profiler(pid, out_small, args.profile_native):
+            with profiling(tree, stem.with_name(stem.name + "-small"), native) as out_small:
                 o = small_uploads(
                     small_client,
                     "/api/v1/files/small-profiled/f{:05d}.dat".format,
@@ -1056,36 +1023,32 @@ def run_mode(
                     phase_limit,
                     warm_path=WARM,
                 )
-            for name, path, rate in (
+            for name, paths, rate in (
                 ("put", out_put, f"{p_put:.0f} MB/s"),
                 ("get", out_get, f"{p_get:.0f} MB/s"),
                 ("small", out_small, f"{o['files_per_s']:.0f} files/s"),
             ):
-                summary = summarise_profile(path)
-                path.with_suffix(".summary").write_text(summary)
                 res["profiles"][name] = {
-                    "raw": str(path),
+                    "raw": ", ".join(str(x) for x in paths),
                     "rate_under_profiler": rate,
-                    "summary": summary,
+                    "summary": summarise_profiles(paths),
                 }
         # 4. the huge streamed upload (RSS) ----------------------------------------------
-        if big > 0:
+        if big > 0 and big_phases:
             # On a freshly restarted server, so that the figure is the upload's own memory and
             # not what earlier phases left in the heap (reported beside it).
-            res["rss_before_restart_MB"] = proc_status_kb(pid, "VmRSS") * 1024 / MB
+            res["rss_before_restart_MB"] = tree.rss_kb() * 1024 / MB
             srv.stop()
-            srv.start()
-            assert srv.proc is not None
-            pid = srv.proc.pid
-            res["rss_idle_after_restart_MB"] = proc_status_kb(pid, "VmRSS") * 1024 / MB
+            tree = start_server(srv, workers)
+            res["rss_idle_after_restart_MB"] = tree.rss_kb() * 1024 / MB
             seed = f"{mode}-huge-{time.time_ns()}"
-            log(f"[{mode}] hashing the {args.big_gib} GiB stream (untimed pre-pass)")
+            log(f"{tag} hashing the {args.big_gib} GiB stream (untimed pre-pass)")
             sha = sha256_of(keystream(seed, big))
-            log(f"[{mode}] PUT {args.big_gib} GiB streamed")
+            log(f"{tag} PUT {args.big_gib} GiB streamed")
             with client() as c:
                 c.get(WARM)
                 quiet()
-                with PhaseMonitor(pid) as mon:
+                with PhaseMonitor(tree) as mon:
                     t = time.perf_counter()
                     r = put_blocks(c, "/api/v1/files/huge/huge.bin", keystream(seed, big), big, sha)
                     secs = time.perf_counter() - t
@@ -1093,10 +1056,10 @@ def run_mode(
                 raise RuntimeError(f"huge PUT: {r.status_code} {r.text[:300]}")
             res["huge"] = {"bytes": big, "MBps": mbps(big, secs), "monitor": mon.result()}
 
-        res["rss_end_MB"] = proc_status_kb(pid, "VmRSS") * 1024 / MB
+        res["rss_end_MB"] = tree.rss_kb() * 1024 / MB
         return res
-    except Exception as exc:  # reported in the table; the other mode still runs
-        log(f"[{mode}] FAILED: {exc!r}")
+    except Exception as exc:  # reported in the table; the other runs still run
+        log(f"{tag} FAILED: {exc!r}")
         res["error"] = repr(exc)
         with contextlib.suppress(OSError):
             res["server_log_tail"] = srv.log_path.read_text(errors="replace")[-4000:]
@@ -1122,118 +1085,214 @@ def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("ok" if ok else "MISS")
 
 
+MODES = ("tls", "plain")
+
+
+def workers_label(n: int) -> str:
+    return f"{n} worker" + ("s" if n > 1 else "")
+
+
+def mon_max(phase: str, field: str) -> Callable[[dict[str, Any]], str]:
+    """The largest ``field`` over a phase's monitors (one per repetition), formatted."""
+
+    def get(r: dict[str, Any]) -> str:
+        mons = r.get(phase, {}).get("monitor", [])
+        mons = mons if isinstance(mons, list) else [mons]
+        vals = [x[field] for x in mons if x.get(field) is not None]
+        return fmt(max(vals), 2 if ("cores" in field or "share" in field) else 0) if vals else "-"
+
+    return get
+
+
+def rss_pair(phase: str) -> Callable[[dict[str, Any]], str]:
+    """'sampled / HWM' peak RSS of a phase (sums over the server's processes)."""
+    return lambda r: (
+        mon_max(phase, "rss_peak_sampled_MB")(r) + " / " + mon_max(phase, "rss_hwm_MB")(r)
+    )
+
+
+def text_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return out
+
+
 def report(result: dict[str, Any]) -> str:
-    m, refs, modes, a = result["machine"], result["references"], result["modes"], result["args"]
-    lines = [
-        f"allset server benchmark — {m['date']}",
+    """The printed report: a summary with one row per (mode, workers), the detailed table
+    (one row per figure and worker count, TLS and plain HTTP side by side), references,
+    profiles, and the README's "Benchmarks" table in markdown."""
+    m, refs, a = result["machine"], result["references"], result["args"]
+    runs = {(r["mode"], r["workers"]): r for r in result["runs"]}
+    counts: list[int] = a["workers"]
+    lines = [f"allset server benchmark — {m['date']}"]
+    if a["quick"]:
+        lines.append(
+            "*** --quick SMOKE RUN: every phase shrunk to seconds; "
+            "the figures below are NOT measurements ***"
+        )
+    lines += [
         f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['ram_bytes'] / GiB:.1f} GiB RAM, "
         f"kernel {m['kernel']}, Python {m['python']}, {m['openssl']}",
         f"code: {m['revision']}   database: {m['database']}   data dirs under {result['tmp_root']}",
         f"command: {result['command']}",
         "MB = 10^6 bytes. 'a / b / c' = min / median / max over repetitions; "
         "PUT/GET: random data, warm page cache for GET.",
+        "workers = server processes (serve --workers N). 'server' = all of its processes: with "
+        "N > 1 the supervisor and its N workers; CPU is their sum.",
+        "RSS 'sampled / HWM': the peak of the processes' VmRSS summed at each 50 ms sample (the "
+        "memory the server holds at once) / the sum of each process's own VmHWM (an upper "
+        "bound: their peaks need not coincide; with 1 worker, the exact peak). Verdicts use "
+        "the larger.",
         "",
     ]
     dd_fresh = statistics.mean(refs["dd_fresh_MBps"])
     durable_key = f"durable_4k_files_per_s_{a['conns']}_threads"
     put_goal = 0.8 * dd_fresh / 2
-    rows: list[tuple[str, str, str, str, str]] = []
+    size_label = f"{a['size_mib']} MiB"
+    small_label = f"{a['small']:,} x {a['small_size'] // 1024} KiB PUT, {a['conns']} conns"
+
+    def put_ok(r: dict[str, Any]) -> bool | None:
+        return r["put"]["MBps"]["median"] >= put_goal if "put" in r else None
+
+    def get_ok(r: dict[str, Any]) -> bool | None:
+        if "get" not in r:
+            return None
+        return bool(r["get"]["MBps"]["median"] >= (600 if r["mode"] == "plain" else 400))
+
+    def small_ok(r: dict[str, Any]) -> bool | None:
+        return r["small"]["files_per_s"]["median"] >= 1000 if "small" in r else None
+
+    def huge_rss(r: dict[str, Any]) -> float:
+        mon = r["huge"]["monitor"]
+        return float(max(mon["rss_peak_sampled_MB"], mon["rss_hwm_MB"] or 0))
+
+    def huge_ok(r: dict[str, Any]) -> bool | None:
+        return huge_rss(r) < 200 if "huge" in r else None
+
+    def cold(r: dict[str, Any]) -> str:
+        if "cold_auth" not in r:
+            return "-"
+        c = r["cold_auth"]["monitor"]
+        rss = c["rss_hwm_MB"] or c["rss_peak_sampled_MB"]
+        return f"{fmt(c['seconds'], 2)} s, RSS {fmt(rss)} MB"
+
+    def present(n: int, phase: str | None) -> list[dict[str, Any] | None] | None:
+        """The runs of ``n`` workers (TLS, plain), None when neither has ``phase``."""
+        rs = [runs.get((x, n)) for x in MODES]
+        if phase is not None and not any(r is not None and phase in r for r in rs):
+            return None
+        return rs
+
+    # the summary: one row per (mode, workers) ------------------------------------------
+    lines.append(
+        "summary (CPU and RSS of the small-file phase, max over its runs; PUT and GET: median; "
+        "RSS: sampled / HWM):"
+    )
+    summary = []
+    for r in result["runs"]:
+        summary.append(
+            [
+                r["mode"] + (" FAILED" if "error" in r else ""),
+                str(r["workers"]),
+                fmt_spread(r.get("small", {}).get("files_per_s")),
+                _small_latency(r),
+                mon_max("small", "server_cpu_cores")(r),
+                rss_pair("small")(r),
+                fmt(r["put"]["MBps"]["median"]) if "put" in r else "-",
+                fmt(r["get"]["MBps"]["median"]) if "get" in r else "-",
+                rss_pair("huge")(r),
+            ]
+        )
+    lines += text_table(
+        [
+            "mode",
+            "workers",
+            f"{small_label} (files/s)",
+            "p50 / p99 ms",
+            "server CPU (cores)",
+            "server RSS MB",
+            f"PUT {size_label} MB/s",
+            "GET MB/s",
+            f"RSS MB, {a['big_gib']:g} GiB PUT",
+        ],
+        summary,
+    )
+    lines.append("")
+
+    # the details: one row per figure and worker count ----------------------------------
+    rows: list[list[str]] = []
 
     def row(
         label: str,
         key: Callable[[dict[str, Any]], str],
         goal: str = "",
         ok: Callable[[dict[str, Any]], bool | None] | None = None,
+        phase: str | None = None,
     ) -> None:
-        vals = [key(modes[x]) if x in modes else "-" for x in ("tls", "plain")]
-        verdicts = []
-        if ok:
-            for x in ("tls", "plain"):
-                if x in modes:
-                    v = ok(modes[x])
-                    verdicts.append(f"{x}:{verdict(v)}")
-        rows.append((label, vals[0], vals[1], goal, " ".join(verdicts)))
+        for n in counts:
+            rs = present(n, phase)
+            if rs is None:
+                continue
+            vals = [key(r) if r is not None else "-" for r in rs]
+            verdicts = [f"{x}:{verdict(ok(r))}" for x, r in zip(MODES, rs, strict=True) if ok and r]
+            rows.append([str(n), label, *vals, goal, " ".join(verdicts)])
 
-    def mon_max(phase: str, field: str) -> Callable[[dict[str, Any]], str]:
-        def get(r: dict[str, Any]) -> str:
-            mons = r.get(phase, {}).get("monitor", [])
-            mons = mons if isinstance(mons, list) else [mons]
-            vals = [x[field] for x in mons if x.get(field) is not None]
-            return (
-                fmt(max(vals), 2 if ("cores" in field or "share" in field) else 0) if vals else "-"
-            )
-
-        return get
-
-    size_label = f"{a['size_mib']} MiB"
     row(
         f"PUT {size_label} (MB/s)",
         lambda r: fmt_spread(r.get("put", {}).get("MBps")),
         f">= {put_goal:,.0f} (80% of dd/2)",
-        lambda r: r["put"]["MBps"]["median"] >= put_goal if "put" in r else None,
+        put_ok,
+        "put",
     )
-    row("  server CPU (cores, max)", mon_max("put", "server_cpu_cores"))
-    row("  of which kernel (share, max)", mon_max("put", "server_sys_share"))
+    row("  server CPU (cores, max)", mon_max("put", "server_cpu_cores"), phase="put")
+    row("  of which kernel (share, max)", mon_max("put", "server_sys_share"), phase="put")
+    row("  server peak RSS (MB) sampled/HWM", rss_pair("put"), phase="put")
+    row("  other processes' CPU (cores, max)", mon_max("put", "other_cpu_cores"), phase="put")
     row(
-        "  server peak RSS (MB) sampled/HWM",
-        lambda r: (
-            mon_max("put", "rss_peak_sampled_MB")(r) + " / " + mon_max("put", "rss_hwm_MB")(r)
-        ),
+        "  client ceiling PUT (MB/s)",
+        lambda r: fmt(r.get("ceiling", {}).get("put_MBps")),
+        phase="ceiling",
     )
-    row("  other processes' CPU (cores, max)", mon_max("put", "other_cpu_cores"))
-    row("  client ceiling PUT (MB/s)", lambda r: fmt(r.get("ceiling", {}).get("put_MBps")))
     row(
         f"GET {size_label} (MB/s) [{'http.client' if a['big_client'] == 'stdlib' else 'httpx'}]",
         lambda r: fmt_spread(r.get("get", {}).get("MBps")),
         ">= 400 TLS, >= 600 plain",
-        lambda r: (
-            r["get"]["MBps"]["median"] >= (600 if r["mode"] == "plain" else 400)
-            if "get" in r
-            else None
-        ),
+        get_ok,
+        "get",
     )
-    row("  server CPU (cores, max)", mon_max("get", "server_cpu_cores"))
-    row("  of which kernel (share, max)", mon_max("get", "server_sys_share"))
+    row("  server CPU (cores, max)", mon_max("get", "server_cpu_cores"), phase="get")
+    row("  of which kernel (share, max)", mon_max("get", "server_sys_share"), phase="get")
+    row("  server peak RSS (MB) sampled/HWM", rss_pair("get"), phase="get")
+    row("  other processes' CPU (cores, max)", mon_max("get", "other_cpu_cores"), phase="get")
     row(
-        "  server peak RSS (MB) sampled/HWM",
-        lambda r: (
-            mon_max("get", "rss_peak_sampled_MB")(r) + " / " + mon_max("get", "rss_hwm_MB")(r)
-        ),
+        "  client ceiling GET (MB/s)",
+        lambda r: fmt(r.get("ceiling", {}).get("get_MBps")),
+        phase="ceiling",
     )
-    row("  other processes' CPU (cores, max)", mon_max("get", "other_cpu_cores"))
-    row("  client ceiling GET (MB/s)", lambda r: fmt(r.get("ceiling", {}).get("get_MBps")))
-    row("  SHA-256 verified (1 untimed GET)", lambda r: "yes" if r.get("get_verified") else "NO")
     row(
-        f"{a['small']} x {a['small_size'] // 1024} KiB PUT, {a['conns']} conns (files/s)"
-        + (" [http.client]" if a["small_client"] == "stdlib" else ""),
+        "  SHA-256 verified (1 untimed GET)",
+        lambda r: "yes" if r.get("get_verified") else "NO",
+        phase="get",
+    )
+    row(
+        f"{small_label} (files/s)" + (" [http.client]" if a["small_client"] == "stdlib" else ""),
         lambda r: fmt_spread(r.get("small", {}).get("files_per_s")),
         ">= 1,000",
-        lambda r: r["small"]["files_per_s"]["median"] >= 1000 if "small" in r else None,
+        small_ok,
     )
     row("  latency p50 / p99 (ms, median run)", _small_latency)
     row("  server CPU (cores, max)", mon_max("small", "server_cpu_cores"))
     row("  of which kernel (share, max)", mon_max("small", "server_sys_share"))
     row("  client CPU (cores, max)", mon_max("small", "client_cpu_cores"))
-    row(
-        "  server peak RSS (MB) sampled/HWM",
-        lambda r: (
-            mon_max("small", "rss_peak_sampled_MB")(r) + " / " + mon_max("small", "rss_hwm_MB")(r)
-        ),
-    )
+    row("  server peak RSS (MB) sampled/HWM", rss_pair("small"))
     row("  other processes' CPU (cores, max)", mon_max("small", "other_cpu_cores"))
     row(
         "  client ceiling small (files/s)",
         lambda r: fmt(r.get("ceiling", {}).get("small_files_per_s")),
+        phase="ceiling",
     )
-
-    def cold(r: dict[str, Any]) -> str:
-        if "cold_auth" not in r:
-            return "-"
-        m = r["cold_auth"]["monitor"]
-        return (
-            f"{fmt(m['seconds'], 2)} s, RSS {fmt(m['rss_hwm_MB'] or m['rss_peak_sampled_MB'])} MB"
-        )
-
     row(f"{a['conns']} simultaneous first requests, cold credential cache", cold)
     if a["big_gib"] > 0:
         row(
@@ -1241,85 +1300,125 @@ def report(result: dict[str, Any]) -> str:
             lambda r: (
                 f"{fmt(r.get('rss_before_restart_MB'))} / {fmt(r.get('rss_idle_after_restart_MB'))}"
             ),
+            phase="huge",
         )
         row(
             f"PUT {a['big_gib']:g} GiB streamed (MB/s)",
             lambda r: fmt(r.get("huge", {}).get("MBps")),
+            phase="huge",
         )
-        row(
-            "  server peak RSS (MB) sampled/HWM",
-            lambda r: (
-                mon_max("huge", "rss_peak_sampled_MB")(r) + " / " + mon_max("huge", "rss_hwm_MB")(r)
-            ),
-            "< 200",
-            lambda r: (
-                max(
-                    v
-                    for v in (
-                        r["huge"]["monitor"]["rss_peak_sampled_MB"],
-                        r["huge"]["monitor"]["rss_hwm_MB"] or 0,
-                    )
-                )
-                < 200
-                if "huge" in r
-                else None
-            ),
-        )
-        row("  server CPU (cores)", mon_max("huge", "server_cpu_cores"))
-        row("  other processes' CPU (cores)", mon_max("huge", "other_cpu_cores"))
+        row("  server peak RSS (MB) sampled/HWM", rss_pair("huge"), "< 200", huge_ok, "huge")
+        row("  server CPU (cores)", mon_max("huge", "server_cpu_cores"), phase="huge")
+        row("  other processes' CPU (cores)", mon_max("huge", "other_cpu_cores"), phase="huge")
     row(
         "server RSS idle after first start / at end (MB)",
         lambda r: f"{fmt(r.get('rss_idle_MB'))} / {fmt(r.get('rss_end_MB'))}",
     )
-
-    head = ("", "TLS", "plain HTTP", "goal", "verdict")
-    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(5)]
-    sep = "  "
-    lines.append(sep.join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-    lines.append(sep.join("-" * w for w in widths))
-    for r in rows:
-        lines.append(sep.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines += text_table(["workers", "", "TLS", "plain HTTP", "goal", "verdict"], rows)
+    ref = f"bs=1M count={a['ref_mib']}"
     lines += [
         "",
         "physical references (same run):",
-        "  dd bs=1M count=512 conv=fsync, 3 NEW files kept side by side (fresh blocks), "
-        "median: "
+        f"  dd {ref} conv=fsync, 3 NEW files kept side by side (fresh blocks), median: "
         + ", ".join(f"{x:,.0f}" for x in refs["dd_fresh_MBps"])
         + " MB/s (before/after the servers)"
         f" -> PUT goal 0.8 x {dd_fresh:,.0f} / 2 replicas = {put_goal:,.0f} MB/s",
         "  (the first of those new files alone: "
         + ", ".join(f"{x:,.0f}" for x in refs.get("dd_first_new_file_MBps", []))
         + " MB/s: mostly just-freed blocks)",
-        "  dd bs=1M count=512 conv=notrunc,fsync, existing file (reused blocks): "
+        f"  dd {ref} conv=notrunc,fsync, existing file (reused blocks): "
         + ", ".join(f"{x:,.0f}" for x in refs["dd_reused_MBps"])
         + " MB/s",
-        f"  hashlib SHA-256, one core, 256 MiB: {refs['sha256_MBps']:,.0f} MB/s",
+        f"  hashlib SHA-256, one core, {a['ref_mib'] // 2} MiB: {refs['sha256_MBps']:,.0f} MB/s",
         "  durable 4 KiB file (write, fsync, rename, fsync dir) straight on the disk: "
         f"{refs['durable_4k_files_per_s_1_thread']:,.0f} files/s with 1 thread, "
         f"{refs[durable_key]:,.0f} with {a['conns']} threads",
-        "  the PUT's storage work alone (512 x 1 MiB chunk files, each durable on 2 replica "
-        f"dirs, 16 writers): {refs.get('chunk_layout_MBps', float('nan')):,.0f} MB/s of file",
+        f"  the PUT's storage work alone ({a['ref_mib']} x 1 MiB chunk files, each durable on "
+        f"2 replica dirs, 16 writers): {refs.get('chunk_layout_MBps', float('nan')):,.0f} MB/s "
+        "of file",
         "  other processes' CPU just before the references (cores): "
         + ", ".join(f"{x:.2f}" for x in refs["other_cpu_cores_before"])
         + "  (this machine may be shared; phases wait up to --quiet-wait s for quiet)",
         "  client ceiling = this client against a trivial Python sink/source server on the same "
-        "machine (a lower bound of the client's limit).",
+        "machine (a lower bound of the client's limit), measured once per mode.",
     ]
-    for mode in ("tls", "plain"):
-        profiles = modes.get(mode, {}).get("profiles")
+    for r in result["runs"]:
+        profiles = r.get("profiles")
         if profiles:
-            lines.append("")
             kind = "--native (pauses the server)" if a["profile_native"] else "--nonblocking"
-            lines.append(
-                f"profiles ({mode}; py-spy record --idle --threads {kind}, wall-clock "
-                "samples of every thread; separate untimed runs):"
-            )
+            lines += [
+                "",
+                f"profiles ({r['mode']}, {workers_label(r['workers'])}; py-spy record --idle "
+                f"--threads {kind} on each worker, wall-clock samples of every thread; "
+                "separate untimed runs):",
+            ]
             for name, p in profiles.items():
                 lines.append(
-                    f" {mode} {name} ({p['rate_under_profiler']} under the profiler),"
-                    f" raw: {p['raw']}"
+                    f" {r['mode']} w={r['workers']} {name} ({p['rate_under_profiler']} under "
+                    f"the profiler), raw: {p['raw']}"
                 )
                 lines.append(p["summary"].rstrip())
+
+    # the README's "Benchmarks" table -------------------------------------------------
+    md = [
+        "| | TLS | plain HTTP (proxy mode) | goal |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def md_row(
+        label: str,
+        key: Callable[[dict[str, Any]], str],
+        goal: str = "",
+        ok: Callable[[dict[str, Any]], bool | None] | None = None,
+        phase: str | None = None,
+    ) -> None:
+        for n in counts:
+            rs = present(n, phase)
+            if rs is None:
+                continue
+            cells = [key(r) if r is not None else "-" for r in rs]
+            oks = [v for r in rs if r is not None and ok and (v := ok(r)) is not None]
+            met = "" if not oks else (" — met" if all(oks) else " — **missed**")
+            md.append(
+                f"| {label.format(w=workers_label(n))} | {cells[0]} | {cells[1]} | {goal}{met} |"
+            )
+
+    def small_md(r: dict[str, Any]) -> str:
+        lat = _small_latency(r).split(" / ")
+        spread_ = fmt_spread(r.get("small", {}).get("files_per_s"))
+        return spread_ + (f" (p50 {lat[0]} ms, p99 {lat[1]} ms)" if len(lat) == 2 else "")
+
+    md_row(
+        f"PUT {size_label}, {{w}}, MB/s",
+        lambda r: fmt_spread(r.get("put", {}).get("MBps")),
+        f"≥ {put_goal:,.0f} (80 % of the fresh-block dd ÷ 2 replicas)",
+        put_ok,
+        "put",
+    )
+    md_row(
+        f"GET {size_label}, {{w}}, MB/s",
+        lambda r: fmt_spread(r.get("get", {}).get("MBps")),
+        "≥ 400 TLS, ≥ 600 plain",
+        get_ok,
+        "get",
+    )
+    md_row(
+        f"{a['small']:,} × {a['small_size'] // 1024} KiB PUT, {a['conns']} connections, "
+        "{w}, files/s",
+        small_md,
+        "≥ 1,000",
+        small_ok,
+    )
+    if a["big_gib"] > 0:
+        md_row(
+            f"server peak RSS during a {a['big_gib']:g} GiB PUT, {{w}}, MB (sampled / HWM)",
+            rss_pair("huge"),
+            "< 200",
+            huge_ok,
+            "huge",
+        )
+    md_row(f"{a['conns']} simultaneous first sign-ins (cold argon2 cache), {{w}}", cold)
+    lines += ["", "README table (markdown):", *md]
     return "\n".join(lines)
 
 
@@ -1339,7 +1438,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: --size-mib 64 --small 200 --big-gib 0.25 --repeat 1",
+        help="smoke run, NOT a measurement: --size-mib 64 --small 200 --big-gib 0.25 "
+        "--repeat 1 --quiet-wait 0, references on 64 MiB",
+    )
+    p.add_argument(
+        "--workers",
+        default="1,2",
+        help="server processes (serve --workers N), comma-separated: every mode runs once per "
+        "count (default 1,2); the big PUT/GET and the huge upload only for the smallest and "
+        "largest count",
     )
     p.add_argument("--size-mib", type=int, default=None, help="big file size (default 512)")
     p.add_argument("--small", type=int, default=None, help="number of small files (default 2000)")
@@ -1381,9 +1488,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=60,
+        default=None,
         help="before each timed phase, wait "
-        "up to this many seconds for other processes to use < --quiet-cores (60)",
+        "up to this many seconds for other processes to use < --quiet-cores (60; --quick 0)",
     )
     p.add_argument("--quiet-cores", type=float, default=0.3, help="see --quiet-wait (0.3)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the client-ceiling runs")
@@ -1396,13 +1503,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--phase-seconds", type=float, default=600, help="time limit of a phase")
     p.add_argument("--max-minutes", type=float, default=60, help="time limit of the whole run")
     a = p.parse_args(argv)
-    quick = {"size_mib": 64, "small": 200, "big_gib": 0.25, "repeat": 1}
-    full = {"size_mib": 512, "small": 2000, "big_gib": 2.0, "repeat": 3}
+    quick = {"size_mib": 64, "small": 200, "big_gib": 0.25, "repeat": 1, "quiet_wait": 0.0}
+    full = {"size_mib": 512, "small": 2000, "big_gib": 2.0, "repeat": 3, "quiet_wait": 60.0}
     for k, v in (quick if a.quick else full).items():
         if getattr(a, k) is None:
             setattr(a, k, v)
+    a.ref_mib = 64 if a.quick else 512  # dd and the chunk-layout reference; SHA-256 on half
     if a.size_mib <= 0 or a.small <= 0 or a.conns <= 0 or a.repeat <= 0 or a.big_gib < 0:
         p.error("sizes, counts and repetitions must be positive")
+    try:
+        a.workers = sorted({int(x) for x in a.workers.split(",") if x.strip()})
+    except ValueError:
+        p.error(f"--workers takes comma-separated numbers, not {a.workers!r}")
+    if not a.workers or not all(1 <= n <= 64 for n in a.workers):
+        p.error("--workers takes counts between 1 and 64")
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     if not set(a.modes) <= {"tls", "plain"}:
         p.error("--modes takes tls and/or plain")
@@ -1433,43 +1547,52 @@ def main(argv: list[str]) -> int:
         "args": dict(vars(args)),
         "tmp_root": str(root),
         "machine": machine_info(),
-        "modes": {},
+        "runs": [],  # one per (mode, workers), in the order run
     }
     status = 0
     try:
         log("references: dd (fresh, reused), sha256")
         loads = [wait_quiet([], args.quiet_wait, args.quiet_cores, log)]
-        refs = dd_references(root)
+        refs = dd_references(root, count=args.ref_mib)
         loads.append(wait_quiet([], args.quiet_wait, args.quiet_cores, log))
         result["references"] = {
             "dd_fresh_MBps": [refs["dd_fresh_MBps"]],
             "dd_first_new_file_MBps": [refs["dd_first_new_file_MBps"]],
             "dd_reused_MBps": [refs["dd_reused_MBps"]],
-            "sha256_MBps": sha256_speed(),
+            "sha256_MBps": sha256_speed(args.ref_mib // 2 * MiB),
             "durable_4k_files_per_s_1_thread": durable_small_files(root, 1),
             f"durable_4k_files_per_s_{args.conns}_threads": durable_small_files(root, args.conns),
-            "chunk_layout_MBps": chunk_layout_rate(root),
+            "chunk_layout_MBps": chunk_layout_rate(root, args.ref_mib),
             "other_cpu_cores_before": loads,
         }
         for mode in args.modes:
-            result["modes"][mode] = run_mode(mode, root, args, log)
-            if "error" in result["modes"][mode]:
-                status = 1
-            shutil.rmtree(root / mode, ignore_errors=True)  # each mode had its own data dir
+            for n in args.workers:
+                r = run_mode(
+                    mode,
+                    n,
+                    root,
+                    args,
+                    log,
+                    big_phases=n in (args.workers[0], args.workers[-1]),
+                    ceiling=n == args.workers[0],
+                )
+                result["runs"].append(r)
+                status = 1 if "error" in r else status
+                shutil.rmtree(root / f"{mode}-w{n}", ignore_errors=True)  # its own data dir
         log("references again: dd")
         result["references"]["other_cpu_cores_before"].append(
             wait_quiet([], args.quiet_wait, args.quiet_cores, log)
         )
-        refs = dd_references(root)
+        refs = dd_references(root, count=args.ref_mib)
         result["references"]["dd_fresh_MBps"].append(refs["dd_fresh_MBps"])
         result["references"]["dd_first_new_file_MBps"].append(refs["dd_first_new_file_MBps"])
         result["references"]["dd_reused_MBps"].append(refs["dd_reused_MBps"])
         print(report(result))
-        for mode, r in result["modes"].items():
+        for r in result["runs"]:
             if "error" in r:
                 print(
-                    f"\n{mode}: FAILED: {r['error']}\nserver log tail:\n"
-                    + r.get("server_log_tail", "")[-2000:]
+                    f"\n{r['mode']}, {workers_label(r['workers'])}: FAILED: {r['error']}\n"
+                    "server log tail:\n" + r.get("server_log_tail", "")[-2000:]
                 )
     finally:
         signal.alarm(0)
