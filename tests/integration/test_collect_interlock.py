@@ -19,6 +19,7 @@ from allset.blobstore.chunker import MAX_SIZE
 from allset.core.errors import NotFound, StorageUnavailable
 from allset.core.paths import parse_path
 from allset.files import maintenance
+from allset.files import upload as upload_module
 from allset.files.upload import begin_upload, store_bytes
 from allset.runtime import Runtime
 from conftest import make_account
@@ -104,3 +105,36 @@ def test_commit_refuses_when_its_written_bytes_were_collected(runtime: Runtime) 
     with pytest.raises(NotFound):
         runtime.files.stat(acct.principal, "/slow.bin")
     assert runtime.files.usage(acct.principal).used == 0
+
+
+def test_an_aborted_upload_leaves_bytes_a_commit_elsewhere_may_use(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aborted upload deletes the chunks only it wrote, as the collector would, so the
+    same interlock: while a commit of another process is in flight (it may have written
+    the same bytes), the files stay, and the orphan collection takes them later."""
+    acct = make_account(runtime)
+    monkeypatch.setattr(upload_module, "ABORT_WAIT", 0.3)
+    size = 3 * MAX_SIZE
+    up = begin_upload(runtime.files, acct.principal, parse_path("/cut.bin"), expected_size=size)
+    up.write(os.urandom(size))
+    assert b"".join(up.read_back(size)) == b""
+    written = chunk_files(runtime)
+    assert written
+    other = OtherProcess(interlock(runtime), "shared")
+    try:
+        up.abort()
+        assert all(f.exists() for f in written), "deleted while a commit elsewhere was in flight"
+    finally:
+        other.release()
+    report = maintenance.collect_orphans(runtime.files, grace_seconds=0)
+    assert report.orphan_files == len(written) // 2  # keys, each on two replicas
+    assert chunk_files(runtime) == []
+
+    # Alone, an abort deletes at once.
+    up = begin_upload(runtime.files, acct.principal, parse_path("/cut.bin"), expected_size=size)
+    up.write(os.urandom(size))
+    assert b"".join(up.read_back(size)) == b""
+    assert chunk_files(runtime)
+    up.abort()
+    assert chunk_files(runtime) == []

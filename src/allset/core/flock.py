@@ -43,6 +43,9 @@ class FileLock:
             self._local.depth = 0
         return fd
 
+    def held_shared(self) -> bool:
+        return bool(getattr(self._local, "depth", 0)) and not getattr(self._local, "alone", False)
+
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
         fd = self._fd()
@@ -72,11 +75,11 @@ class FileLock:
         if not got:
             yield False
             return
-        self._local.depth = 1
+        self._local.depth, self._local.alone = 1, True
         try:
             yield True
         finally:
-            self._local.depth = 0
+            self._local.depth, self._local.alone = 0, False
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 

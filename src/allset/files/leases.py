@@ -56,6 +56,10 @@ class ChunkLeases:
         """Held by a commit that may add chunk rows, around its whole transaction."""
         return self._interlock.shared()
 
+    def committing_here(self) -> bool:
+        """Whether this thread is inside ``committing()`` (it cannot also collect)."""
+        return self._interlock.held_shared()
+
     def collecting(self, timeout: float) -> AbstractContextManager[bool]:
         """Held by the collector from its last check to the bytes' deletion; yields False
         if commits kept it busy ``timeout`` seconds (collect at the next run)."""

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 MAX_PENDING_BYTES = 8 * 1024 * 1024
 # Chunks being hashed ahead of the one to store next (both cores busy, memory bounded).
 MAX_HASHING_CHUNKS = 4
+# Seconds an aborted upload waits for the interlock to delete what it wrote; after that
+# the orphan collector deletes it (files/leases.py).
+ABORT_WAIT = 2.0
 
 
 # The largest chunk a client may send (the chunker cuts at 4 MiB; room for older clients).
@@ -482,7 +485,7 @@ class Upload:
 
     def _release(self, delete_unused: bool) -> None:
         self._done = True
-        leases, store = self.svc.leases, self.svc.store
+        leases = self.svc.leases
         # Writes still running must end before their chunks can be judged or deleted.
         concurrent.futures.wait([f for _, _, fs in self._pending for f in fs])
         concurrent.futures.wait([job for job, _ in self._hashing])
@@ -490,22 +493,41 @@ class Upload:
         self._hash.wait()
         self._pending.clear()
         self._pending_bytes = 0
+        doomed = []
         for digest in self._leased:
             with leases.locked(self.tenant, digest):
                 left = leases.drop(self.tenant, digest)
                 if delete_unused and digest in self._written and left == 0:
+                    doomed.append(digest)
+        if doomed:
+            self._delete_unreferenced(doomed)
+        if self._reserved:
+            leases.unreserve(self.tenant, self._reserved)
+            self._reserved = 0
+        self._leased.clear()
+
+    def _delete_unreferenced(self, digests: list[str]) -> None:
+        """Delete chunks this aborted upload wrote, unless something references them by
+        now. As the collector does (files/leases.py): under the interlock, since an
+        upload of another process may have written the same bytes and be committing them;
+        if commits keep the interlock busy, the orphan collector deletes them later."""
+        leases, store = self.svc.leases, self.svc.store
+        if leases.committing_here():  # (a batch's transaction): the collector will
+            return
+        with leases.collecting(ABORT_WAIT) as ours:
+            if not ours:
+                return
+            for digest in digests:
+                with leases.locked(self.tenant, digest):
+                    if leases.held(self.tenant, digest):  # reused here meanwhile
+                        continue
                     with self.svc.db.read_conn() as c:
                         committed, _, _, _ = c.execute(
                             sql.KNOWN_CHUNK_AND_USAGE, {"tenant_id": self.tenant, "hash": digest}
                         ).one()
                     if not committed:
-                        # On failure the orphan collector finds it later.
-                        with contextlib.suppress(OSError):
+                        with contextlib.suppress(OSError):  # else the collector will
                             store.delete(self.tenant, digest)
-        if self._reserved:
-            leases.unreserve(self.tenant, self._reserved)
-            self._reserved = 0
-        self._leased.clear()
 
 
 def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object) -> Upload:
