@@ -20,8 +20,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from allset.db.models import utcnow
+from allset.files import maintenance
 from allset.observability import REGISTRY
-from allset.runtime import Runtime
+from allset.runtime import Runtime, build_runtime
 from conftest import Account, problem
 
 API = "/api/v1"
@@ -481,3 +483,37 @@ def test_link_urls_use_the_public_url_when_set(tmp_path: Path) -> None:
             assert r.json()["url"].startswith("https://fichiers.acme.fr/s/")
     finally:
         rt.close()
+
+
+def test_link_traffic_threshold_is_the_clients_in_every_process(
+    client: TestClient, runtime: Runtime, alice: Account, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R-SHARE-5 with several server processes (``serve --workers``): the day's count is
+    the Client's, not each process's, so bytes served by one process count in another's
+    decision, and the operator is alerted once, by whichever process crossed the line.
+    A second ``Runtime`` on the same data dir and database stands for another process."""
+    data = b"y" * 50_000
+    put(client, alice, "/shared.bin", data)
+    link = share(client, alice, "/shared.bin")
+    runtime.links.set_tenant_threshold("alice", 80_000, actor="test")
+    other = build_runtime(runtime.settings)
+    try:
+        here = runtime.links.resolve(link["s"][3:], "10.0.0.1")
+        there = other.links.resolve(link["s"][3:], "10.0.0.2")
+        before = metric("allset_link_threshold_exceeded_total", tenant="alice")
+        caplog.set_level(logging.WARNING, logger="allset.links")
+        runtime.links.add_bytes(here, 50_000)
+        assert not other.links.throttled(there)
+        other.links.add_bytes(there, 50_000)  # 100,000 > 80,000: crossed there
+        assert runtime.links.throttled(here), "bytes served by the other process not counted"
+        assert other.links.throttled(there)
+        runtime.links.add_bytes(here, 10)
+        assert metric("allset_link_threshold_exceeded_total", tenant="alice") - before == 1
+        assert sum("threshold" in rec.getMessage() for rec in caplog.records) == 1
+    finally:
+        other.close()
+    # Past days are purged by the maintenance run; today's count stays.
+    assert maintenance.purge_link_traffic(runtime.db, now=utcnow()) == 0
+    assert runtime.links.throttled(here)
+    assert maintenance.purge_link_traffic(runtime.db, now=utcnow() + timedelta(days=8)) == 1
+    assert not runtime.links.throttled(here)

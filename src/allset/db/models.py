@@ -342,6 +342,17 @@ class PasswordReset(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
 
 
+class LinkTraffic(Base):
+    """Bytes a Client's public links served on one UTC day (R-SHARE-5): the threshold is
+    the Client's, so its count is shared by every server process and kept across
+    restarts. Rows of past days are purged by the maintenance run."""
+
+    __tablename__ = "link_traffic"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class DavLock(Base):
     """A WebDAV lock (RFC 4918 §6), kept here so that every server process sees it: a
     LOCK taken through one process is honoured by all (server/dav/locks.py). Rows are the
@@ -391,6 +402,7 @@ __all__ = [
     "FolderGrant",
     "Invitation",
     "Link",
+    "LinkTraffic",
     "Node",
     "Operator",
     "Setting",

@@ -53,7 +53,7 @@ from allset.core.errors import AllsetError, Gone, InvalidInput, NotFound, TooMan
 from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, normalise_name, parse_path
 from allset.core.principal import Principal
-from allset.db.models import Event, Link, Node, Tenant, User
+from allset.db.models import Event, Link, LinkTraffic, Node, Tenant, User
 from allset.files.service import FileService
 from allset.observability import REGISTRY
 
@@ -83,9 +83,8 @@ LINK_BYTES_TODAY = Gauge(
     "Bytes served through a Client's public links this UTC day",
     ["tenant"],
     registry=REGISTRY,
-    # Each process counts the bytes it served itself (``_traffic``): with several, the
-    # day's total is the sum over the live ones.
-    multiprocess_mode="livesum",
+    # The day's total from the database, set by whichever process served last.
+    multiprocess_mode="mostrecent",
 )
 LINK_OVER_THRESHOLD = Counter(
     "allset_link_threshold_exceeded",
@@ -220,9 +219,6 @@ class LinkService:
         # per link from anywhere (a distributed guesser), with doubling backoff.
         self.pw_throttle = LoginThrottle(5, 30, 900.0)
         self.pw_link_throttle = LoginThrottle(20, 10**9, 900.0)
-        self._traffic: dict[str, tuple[str, int]] = {}  # tenant id -> (UTC day, bytes)
-        self._alerted: dict[str, str] = {}  # tenant id -> day the operator was alerted
-        self._traffic_lock = threading.Lock()
         self._key: bytes | None = None
 
     # ---- the signing key (password cookies) ----------------------------------------
@@ -666,18 +662,23 @@ class LinkService:
                 raise LinkGone("This link has reached its download limit.")
         LINK_DOWNLOADS.labels(r.tenant_name).inc()
 
+    def _limit(self, r: Resolved) -> int:
+        return self.server_bytes_per_day if r.link_bytes_per_day is None else r.link_bytes_per_day
+
     def throttled(self, r: Resolved) -> bool:
-        """Is this Client over its daily link traffic threshold (R-SHARE-5)?"""
-        limit = r.link_bytes_per_day
-        if limit is None:
-            limit = self.server_bytes_per_day
+        """Is this Client over its daily link traffic threshold (R-SHARE-5)? The day's
+        count is in the database: every server process sees the same one."""
+        limit = self._limit(r)
         if not limit:
             return False
-        with self._traffic_lock:
-            day, sent = self._traffic.get(r.tenant_id, ("", 0))
-        if day != self.clock().date().isoformat():
-            return False
-        if sent > limit:
+        with self.db.read_conn() as c:
+            sent = c.execute(
+                select(LinkTraffic.bytes).where(
+                    LinkTraffic.tenant_id == r.tenant_id,
+                    LinkTraffic.day == self.clock().date().isoformat(),
+                )
+            ).scalar()
+        if (sent or 0) > limit:
             LINK_THROTTLED.labels(r.tenant_name).inc()
             return True
         return False
@@ -687,24 +688,24 @@ class LinkService:
         the operator's alert when the day total crosses the threshold."""
         if n <= 0:
             return
+        today = self.clock().date().isoformat()
+        table = LinkTraffic.__table__
+        add = self.db.insert(table).values(tenant_id=r.tenant_id, day=today, bytes=n)
+        add = add.on_conflict_do_update(
+            index_elements=[table.c.tenant_id, table.c.day],
+            set_={"bytes": table.c.bytes + n},
+        ).returning(table.c.bytes)
         with self.db.write() as s:
             s.execute(
                 update(Link).where(Link.id == r.id).values(bytes_served=Link.bytes_served + n)
             )
+            sent = int(s.execute(add).scalar_one())
         LINK_BYTES.labels(r.tenant_name).inc(n)
-        today = self.clock().date().isoformat()
-        with self._traffic_lock:
-            day, sent = self._traffic.get(r.tenant_id, ("", 0))
-            sent = (sent if day == today else 0) + n
-            self._traffic[r.tenant_id] = (today, sent)
-            LINK_BYTES_TODAY.labels(r.tenant_name).set(sent)
-            limit = r.link_bytes_per_day
-            if limit is None:
-                limit = self.server_bytes_per_day
-            alert = bool(limit) and sent > limit and self._alerted.get(r.tenant_id) != today
-            if alert:
-                self._alerted[r.tenant_id] = today
-        if alert:
+        LINK_BYTES_TODAY.labels(r.tenant_name).set(sent)
+        limit = self._limit(r)
+        # The one addition that crosses the limit alerts, in whichever process made it:
+        # the upsert is atomic, so exactly one sees the total go from <= limit to > limit.
+        if limit and sent > limit >= sent - n:
             LINK_OVER_THRESHOLD.labels(r.tenant_name).inc()
             log.warning(
                 "Client %s went over its link traffic threshold: %d bytes today > %d; its "

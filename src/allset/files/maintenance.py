@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, exists, select, update
@@ -24,6 +24,7 @@ from allset.db.models import (
     Chunk,
     DavLock,
     Event,
+    LinkTraffic,
     Node,
     Tenant,
     Version,
@@ -215,6 +216,15 @@ def expire_dav_locks(db: Database, now: datetime | None = None) -> int:
     return int(done.rowcount or 0)
 
 
+def purge_link_traffic(db: Database, now: datetime | None = None, keep_days: int = 7) -> int:
+    """Day counts of public-link traffic (R-SHARE-5) matter for their own day only; a
+    week is kept for whoever looks into an alert."""
+    oldest = ((now or utcnow()) - timedelta(days=keep_days)).date().isoformat()
+    with db.write_conn() as conn:
+        done = conn.execute(delete(LinkTraffic).where(LinkTraffic.day < oldest))
+    return int(done.rowcount or 0)
+
+
 def run_all(
     svc: FileService, grace_seconds: float, resumables: Resumables | None = None
 ) -> MaintenanceReport:
@@ -222,6 +232,7 @@ def run_all(
     if resumables is not None:
         report.expired_uploads = resumables.expire()
     report.expired_dav_locks = expire_dav_locks(svc.db)
+    purge_link_traffic(svc.db)
     collect_chunks(svc, report)
     collect_orphans(svc, grace_seconds, report)
     return report
