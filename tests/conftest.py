@@ -16,7 +16,9 @@ import itertools
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,19 @@ def module_server(
     proc.stop()
     if pg is not None:
         pg.drop_database(name)
+
+
+def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
+    """Run ``action`` in ``seconds`` from now, in a thread (join it): the change that
+    should wake a long-poll the test is waiting in."""
+
+    def run() -> None:
+        time.sleep(seconds)
+        action()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
 
 
 def problem(resp: httpx.Response) -> dict[str, Any]:

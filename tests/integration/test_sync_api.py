@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ from allset.files import events
 from allset.files.batch import MAX_BATCH_BODY
 from allset.files.upload import MAX_CHUNK, store_bytes
 from allset.runtime import Runtime
-from conftest import Account, problem
+from conftest import Account, later, problem
 
 API = "/api/v1"
 
@@ -131,21 +130,11 @@ def slow_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(events, "RECHECK_SECONDS", 10.0)
 
 
-def _later(seconds: float, action: Any) -> threading.Thread:
-    def run() -> None:
-        time.sleep(seconds)
-        action()
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t
-
-
 def test_feed_long_poll_wakes_on_change(
     http: TestClient, runtime: Runtime, alice: Account, slow_recheck: None
 ) -> None:
     cursor = feed(http)["cursor"]
-    t = _later(
+    t = later(
         0.4,
         lambda: store_bytes(runtime.files, alice.principal, parse_path("/late.txt"), b"late"),
     )
@@ -166,7 +155,7 @@ def test_feed_long_poll_sees_other_processes(
     monkeypatch.setattr(events, "RECHECK_SECONDS", 0.3)
     monkeypatch.setattr(runtime.db, "on_commit", [])
     cursor = feed(http)["cursor"]
-    t = _later(0.5, lambda: runtime.files.mkdir(alice.principal, "/quiet"))
+    t = later(0.5, lambda: runtime.files.mkdir(alice.principal, "/quiet"))
     began = time.monotonic()
     body = feed(http, since=cursor, wait=20)
     elapsed = time.monotonic() - began

@@ -25,7 +25,7 @@ from allset.files.upload import store_bytes
 from allset.files.wakeups import MAX_DATAGRAM, PeerWakeups, WakeupError, directory_for
 from allset.runtime import Runtime, build_runtime
 from allset.server.app import build_app
-from conftest import Account
+from conftest import Account, later
 
 API = "/api/v1"
 
@@ -41,16 +41,6 @@ def peer(runtime: Runtime) -> Iterator[Runtime]:
     rt.close()
 
 
-def _later(seconds: float, action: Any) -> threading.Thread:
-    def run() -> None:
-        time.sleep(seconds)
-        action()
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t
-
-
 def test_commit_in_one_process_wakes_long_poll_in_another(
     client: TestClient, runtime: Runtime, peer: Runtime, alice: Account
 ) -> None:
@@ -61,7 +51,7 @@ def test_commit_in_one_process_wakes_long_poll_in_another(
         assert peer.wakeups.socket_path is not None
         assert str(peer.wakeups.socket_path) in runtime.wakeups.peers()
         cursor = other.get(f"{API}/changes").json()["cursor"]
-        t = _later(0.5, lambda: client.put(f"{API}/files/from-a.txt", content=b"a"))
+        t = later(0.5, lambda: client.put(f"{API}/files/from-a.txt", content=b"a"))
         began = time.monotonic()
         body = other.get(f"{API}/changes", params={"since": cursor, "wait": 30}).json()
         elapsed = time.monotonic() - began
@@ -70,7 +60,7 @@ def test_commit_in_one_process_wakes_long_poll_in_another(
         assert 0.4 < elapsed < 5, elapsed
         # And the other way round, from a commit that is not an HTTP request.
         cursor = body["cursor"]
-        t = _later(
+        t = later(
             0.5,
             lambda: store_bytes(peer.files, alice.principal, parse_path("/from-b.txt"), b"b"),
         )
