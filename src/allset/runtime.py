@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from allset.accounts.service import Accounts
-from allset.accounts.throttle import LoginThrottle
+from allset.accounts.throttle import LoginThrottle, open_table
 from allset.accounts.usage import UsageHistory
 from allset.blobstore.local import LocalBackend
 from allset.blobstore.replicated import RepairEvent, ReplicatedStore
 from allset.core.errors import InvalidInput
 from allset.core.ids import new_id
+from allset.core.shared_table import SharedTable
 from allset.db.engine import Database
 from allset.db.models import Setting
 from allset.files.leases import ChunkLeases
@@ -45,8 +47,21 @@ class Runtime:
     resumables: Resumables
     links: LinkService
     usage: UsageHistory
+    # Tables every process serving this data dir shares (``DATA/run/<name>.shm``).
+    shared: dict[str, SharedTable] = field(default_factory=dict)
+
+    def shared_table(self, name: str, opener: Callable[[Path], SharedTable]) -> SharedTable:
+        """The data dir's shared table ``name``, opened once by ``opener`` (which knows its
+        layout) and closed with the runtime."""
+        table = self.shared.get(name)
+        if table is None:
+            table = self.shared[name] = opener(self.settings.run_dir / f"{name}.shm")
+        return table
 
     def close(self) -> None:
+        for table in self.shared.values():
+            table.close()
+        self.shared.clear()
         self.store.close()
         self.db.dispose()
 
@@ -70,12 +85,15 @@ def build_runtime(settings: Settings) -> Runtime:
     ]
     store = ReplicatedStore(list(replicas), on_repair=_on_repair)
     leases = ChunkLeases()
+    # R-SEC-3, R-SHARE-2: failed sign-ins and link passwords, counted across processes.
+    throttles = open_table(settings.run_dir / "throttles.shm")
     accounts = Accounts(
         db,
         LoginThrottle(
             settings.login_free_attempts,
             settings.login_ip_free_attempts,
             settings.login_max_backoff_seconds,
+            table=throttles,
         ),
         settings.session_lifetime_seconds,
     )
@@ -92,6 +110,7 @@ def build_runtime(settings: Settings) -> Runtime:
         default_days=settings.link_default_days,
         max_days=settings.link_max_days,
         link_bytes_per_day=settings.link_bytes_per_day,
+        throttles=throttles,
     )
     return Runtime(
         settings,
@@ -103,6 +122,7 @@ def build_runtime(settings: Settings) -> Runtime:
         resumables,
         links=links,
         usage=UsageHistory(db),
+        shared={"throttles": throttles},
     )
 
 
