@@ -61,37 +61,8 @@ class DownloadInterrupted(Exception):
     error answer can follow; the connection is cut and the client resumes with Range."""
 
 
-class TokenBucket:
-    """Event-loop only (no locking needed), this process only: see ``SharedBucket`` for
-    the one every process shares."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = max(1.0, rate)
-        self.tokens = self.burst
-        self.updated = time.monotonic()
-
-    @property
-    def burst(self) -> float:
-        return max(65536.0, self.rate * 0.05)
-
-    def set_rate(self, rate: float) -> None:
-        self._refill()
-        self.rate = max(1.0, rate)
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    async def consume(self, n: int) -> None:
-        self._refill()
-        self.tokens -= n
-        if self.tokens < 0:
-            await asyncio.sleep(-self.tokens / self.rate)
-
-
 class SharedBucket:
-    """``TokenBucket``'s algorithm on a record of a ``SharedTable``: every process's
+    """A token bucket whose state is a record of a ``SharedTable``: every process's
     connections of one Client, one way, take from it. The rate is this process's
     reading of the Client's limit (every process reads the same setting, each within
     ``RATE_TTL`` of a change)."""
