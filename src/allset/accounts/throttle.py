@@ -104,4 +104,6 @@ class LoginThrottle:
             self.table.update(key, count)
 
     def success(self, account: str, ip: str) -> None:
-        self.table.update(self._acct_ip(account, ip), lambda _record: None)
+        key = self._acct_ip(account, ip)
+        if self.table.get(key) is not None:  # usually absent: no lock taken then
+            self.table.update(key, lambda _record: None)
