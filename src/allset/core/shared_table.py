@@ -133,7 +133,7 @@ class SharedTable:
         if self._find(base, key) < 0:  # the common case, without a lock
             return None
         m = self._m
-        with m.stripes[s % _STRIPES]:
+        with m.stripes[s % len(m.stripes)]:
             m.lock(base, self.set_size)
             try:
                 off = self._find(base, key)
@@ -148,7 +148,7 @@ class SharedTable:
         s = self._set_of(key)
         base = HEADER_SIZE + s * self.set_size
         m = self._m
-        with m.stripes[s % _STRIPES]:
+        with m.stripes[s % len(m.stripes)]:
             m.lock(base, self.set_size)
             try:
                 off = self._find(base, key)
