@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
 from allset.accounts.service import Accounts
-from allset.accounts.throttle import LoginThrottle
+from allset.accounts.throttle import LoginThrottle, open_table
 from allset.accounts.usage import UsageHistory
 from allset.blobstore.local import LocalBackend
 from allset.blobstore.replicated import RepairEvent, ReplicatedStore
 from allset.core.errors import InvalidInput
 from allset.core.ids import new_id
+from allset.core.shared_table import SharedTable
 from allset.db.engine import Database
 from allset.db.models import Setting
 from allset.files.leases import ChunkLeases
@@ -49,9 +51,22 @@ class Runtime:
     # Tells the data dir's other processes which Clients a commit changed (every
     # runtime sends; a serving process also joins to hear them): R-SYNC-1 long-polls.
     wakeups: PeerWakeups
+    # Tables every process serving this data dir shares (``DATA/run/<name>.shm``).
+    shared: dict[str, SharedTable] = field(default_factory=dict)
+
+    def shared_table(self, name: str, opener: Callable[[Path], SharedTable]) -> SharedTable:
+        """The data dir's shared table ``name``, opened once by ``opener`` (which knows its
+        layout) and closed with the runtime."""
+        table = self.shared.get(name)
+        if table is None:
+            table = self.shared[name] = opener(self.settings.run_dir / f"{name}.shm")
+        return table
 
     def close(self) -> None:
         self.wakeups.close()
+        for table in self.shared.values():
+            table.close()
+        self.shared.clear()
         self.store.close()
         self.db.dispose()
 
@@ -74,13 +89,16 @@ def build_runtime(settings: Settings) -> Runtime:
         for i, path in enumerate(settings.volume_paths)
     ]
     store = ReplicatedStore(list(replicas), on_repair=_on_repair)
-    leases = ChunkLeases(settings.data_dir / "run" / "collect.lock")
+    leases = ChunkLeases(settings.run_dir / "collect.lock")
+    # R-SEC-3, R-SHARE-2: failed sign-ins and link passwords, counted across processes.
+    throttles = open_table(settings.run_dir / "throttles.shm")
     accounts = Accounts(
         db,
         LoginThrottle(
             settings.login_free_attempts,
             settings.login_ip_free_attempts,
             settings.login_max_backoff_seconds,
+            table=throttles,
         ),
         settings.session_lifetime_seconds,
     )
@@ -99,6 +117,7 @@ def build_runtime(settings: Settings) -> Runtime:
         default_days=settings.link_default_days,
         max_days=settings.link_max_days,
         link_bytes_per_day=settings.link_bytes_per_day,
+        throttles=throttles,
     )
     return Runtime(
         settings,
@@ -111,6 +130,7 @@ def build_runtime(settings: Settings) -> Runtime:
         links=links,
         usage=UsageHistory(db),
         wakeups=wakeups,
+        shared={"throttles": throttles},
     )
 
 

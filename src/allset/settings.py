@@ -80,10 +80,16 @@ class Settings:
         return [self.data_dir / "volumes" / "1", self.data_dir / "volumes" / "2"]
 
     @property
+    def run_dir(self) -> Path:
+        """State of the running server shared by its processes (control socket, the
+        shared tables of ``core.shared_table``); nothing in it needs a backup."""
+        return self.data_dir / "run"
+
+    @property
     def control_socket(self) -> Path:
         """The operator's local channel to the running server (``transfers``); a Unix
         socket path must stay under ~100 bytes, hence the fallback in the temp dir."""
-        path = self.data_dir.resolve() / "run" / "control.sock"
+        path = self.run_dir.resolve() / "control.sock"
         if len(str(path)) <= 100:
             return path
         digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]

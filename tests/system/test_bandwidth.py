@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,16 @@ def timed_download(srv: ServerProcess, auth: tuple[str, str], path: str) -> tupl
                 start = time.monotonic()
             n += len(piece)
         return n, time.monotonic() - start
+
+
+def timed_upload(srv: ServerProcess, auth: tuple[str, str], path: str, data: bytes) -> float:
+    """Seconds for one PUT, after a request that makes the server check (and cache) the
+    app password: argon2 is slow on purpose and is no part of the transfer's rate."""
+    with srv.client(auth=auth, timeout=120) as c:
+        assert c.get("/api/v1/me").status_code == 200
+        start = time.monotonic()
+        assert c.put(path, content=data).status_code == 201
+        return time.monotonic() - start
 
 
 def setup(srv: ServerProcess, name: str, sizes: dict[str, int]) -> tuple[str, str]:
@@ -75,11 +87,53 @@ def test_download_shaping_shared_by_connections_not_by_clients(server: ServerPro
 def test_upload_shaping(server: ServerProcess) -> None:
     auth = setup(server, "bwu", {})
     data = os.urandom(12 * MiB)
-    with server.client(auth=auth, timeout=120) as c:
-        start = time.monotonic()
-        assert c.put("/api/v1/files/up.bin", content=data).status_code == 201
-        rate = len(data) / (time.monotonic() - start)
+    rate = len(data) / timed_upload(server, auth, "/api/v1/files/up.bin", data)
     assert 0.85 * LIMIT <= rate <= 1.1 * LIMIT, rate  # includes the commit after the body
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path, db_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes on one data dir and database, as ``serve --workers 2`` will
+    run them (the second to start owns the control socket, which this test leaves alone)."""
+    env = {"ALLSET_GC_GRACE_SECONDS": "0"}
+    if db_url:
+        env["ALLSET_DATABASE_URL"] = db_url
+    first = ServerProcess(tmp_path / "srv", env=env)
+    second = ServerProcess(first.data_dir, env=env)
+    second.log_path = tmp_path / "srv-second.log"
+    first.start()
+    try:
+        second.start()
+        try:
+            yield first, second
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_two_server_processes_share_one_rate(
+    two_servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """One Client's uploads through two server processes share its one rate, and each
+    alone still gets all of it (the rate is not split by the number of processes). The
+    limit is set before either server has read it: neither has a stale copy."""
+    first, second = two_servers
+    auth = setup(first, "bw2", {})
+    size = 8 * MiB
+    for i, srv in enumerate((first, second)):
+        alone = size / timed_upload(srv, auth, f"/api/v1/files/alone-{i}", os.urandom(size))
+        assert 0.8 * LIMIT <= alone <= 1.1 * LIMIT, alone
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        start = time.monotonic()
+        runs = [
+            pool.submit(timed_upload, srv, auth, f"/api/v1/files/both-{i}", os.urandom(size))
+            for i, srv in enumerate((first, second))
+        ]
+        each = [size / f.result() for f in runs]
+        total = 2 * size / (time.monotonic() - start)
+    assert total <= 1.3 * LIMIT, total
+    assert all(rate <= 0.75 * LIMIT for rate in each), each  # shared, not one each
 
 
 def test_operator_lists_and_interrupts_transfers(server: ServerProcess) -> None:

@@ -8,24 +8,34 @@ every failure is logged with its IP for the operator. Backoff doubles from 1 s u
 cap, and a success from an IP clears that IP's keys for the account, so a user who
 mistyped is never locked out for long, and never from another IP at all.
 
-State is in process memory: the server runs as one process. (A multi-node deployment
-would move it to the database or Redis; the interface does not change.)
+State is in a ``SharedTable`` (``core.shared_table``): the server passes the data dir's
+table (``DATA/run/throttles.shm``), so every worker process serving that data dir counts
+the same failures and an attacker spreading guesses over the processes is throttled
+exactly as by one. Without a table the state is private to the process. A full table
+forgets the record touched least recently: sign-in never fails for lack of room.
+Times are the clock's readings (``time.monotonic``: system-wide on Linux, and the table
+starts afresh after a reboot); records survive a server restart, which only means a
+block or a count outlives it by at most ``max_backoff`` / ``forget_after``.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
+
+from allset.core.shared_table import SharedTable, Values
+
+# 32 Ki records of 48 bytes (1.5 MiB): the data dir's table, and private ones alike.
+TABLE_SETS = 4096
+TABLE_FIELDS = 3  # failures, blocked_until, last
+CLOCK_SLACK = 60.0  # seconds a record may lie in the future (another process's clock read)
 
 
-@dataclass
-class _Entry:
-    failures: int = 0
-    blocked_until: float = 0.0
-    last: float = 0.0
+def open_table(path: Path) -> SharedTable:
+    """The throttles' table file, shared by every process that opens it (close it)."""
+    return SharedTable.open(path, sets=TABLE_SETS, fields=TABLE_FIELDS)
 
 
 class LoginThrottle:
@@ -36,53 +46,64 @@ class LoginThrottle:
         max_backoff: float = 900.0,
         forget_after: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        table: SharedTable | None = None,
+        scope: str = "login",
     ) -> None:
+        """``scope`` separates throttles sharing one table (sign-in, link passwords)."""
         self.free = free_attempts
         self.ip_free = ip_free_attempts
         self.max_backoff = max_backoff
         self.forget_after = forget_after
         self.clock = clock
-        self._entries: dict[tuple[str, str], _Entry] = {}
-        self._lock = threading.Lock()
+        self.table = table or SharedTable.private(sets=TABLE_SETS, fields=TABLE_FIELDS)
+        self.scope = scope
 
-    def _keys(self, account: str, ip: str) -> list[tuple[tuple[str, str], int]]:
-        return [(("acct-ip", f"{account.lower()}|{ip}"), self.free), (("ip", ip), self.ip_free)]
+    def _acct_ip(self, account: str, ip: str) -> bytes:
+        return self.table.key(f"{self.scope}\0acct-ip\0{account.lower()}|{ip}")
+
+    def _keys(self, account: str, ip: str) -> list[tuple[bytes, int]]:
+        ip_key = self.table.key(f"{self.scope}\0ip\0{ip}")
+        return [(self._acct_ip(account, ip), self.free), (ip_key, self.ip_free)]
+
+    def _sane(self, record: Values | None, now: float) -> Values | None:
+        """The record, or None when its values cannot be ours (the file is only a
+        hint, written by other processes: never let garbage block anyone for long)."""
+        if record is None:
+            return None
+        failures, blocked_until, last = record
+        if not 0 <= failures <= 1e9 or last > now + CLOCK_SLACK:
+            return None
+        if blocked_until > now + self.max_backoff + CLOCK_SLACK:
+            return None
+        return record
 
     def retry_after(self, account: str, ip: str) -> int:
         """Seconds the caller must wait before trying again; 0 when allowed."""
         now = self.clock()
         wait = 0.0
-        with self._lock:
-            for key, _ in self._keys(account, ip):
-                e = self._entries.get(key)
-                if e and e.blocked_until > now:
-                    wait = max(wait, e.blocked_until - now)
-        return math.ceil(wait)
+        for key, _ in self._keys(account, ip):
+            e = self._sane(self.table.get(key), now)
+            if e is not None and e[1] > now:
+                wait = max(wait, e[1] - now)
+        return math.ceil(min(wait, self.max_backoff))
 
     def failure(self, account: str, ip: str) -> None:
         now = self.clock()
-        with self._lock:
-            if len(self._entries) > 100_000:
-                self._prune(now)
-            for key, free in self._keys(account, ip):
-                e = self._entries.setdefault(key, _Entry())
-                if e.last and now - e.last > self.forget_after:
-                    e.failures = 0
-                e.failures += 1
-                e.last = now
-                if e.failures >= free:
-                    backoff = min(self.max_backoff, 2.0 ** (e.failures - free))
-                    e.blocked_until = now + backoff
+        for key, free in self._keys(account, ip):
+
+            def count(record: Values | None, free: int = free) -> Values:
+                failures, blocked_until, last = self._sane(record, now) or (0.0, 0.0, 0.0)
+                if last and now - last > self.forget_after:
+                    failures = 0.0
+                failures += 1
+                if failures >= free:
+                    backoff = min(self.max_backoff, 2.0 ** min(failures - free, 64))
+                    blocked_until = now + backoff
+                return (failures, blocked_until, now)
+
+            self.table.update(key, count)
 
     def success(self, account: str, ip: str) -> None:
-        with self._lock:
-            self._entries.pop(("acct-ip", f"{account.lower()}|{ip}"), None)
-
-    def _prune(self, now: float) -> None:
-        stale = [
-            k
-            for k, e in self._entries.items()
-            if e.blocked_until < now and now - e.last > self.forget_after
-        ]
-        for k in stale:
-            del self._entries[k]
+        key = self._acct_ip(account, ip)
+        if self.table.get(key) is not None:  # usually absent: no lock taken then
+            self.table.update(key, lambda _record: None)

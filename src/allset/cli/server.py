@@ -229,7 +229,7 @@ def serve(
     _print_init(result, f"{scheme}://{shown_host}:{actual_port}/ ({settings.workers} workers)")
     sys.stdout.flush()
     command = worker_command(settings.data_dir, settings.plain_http)
-    metrics = settings.data_dir / "run" / "metrics"
+    metrics = settings.run_dir / "metrics"
     sys.exit(Supervisor(command, [s.fileno() for s in socks]).run(metrics))
 
 

@@ -53,6 +53,7 @@ from allset.core.errors import AllsetError, Gone, InvalidInput, NotFound, TooMan
 from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, normalise_name, parse_path
 from allset.core.principal import Principal
+from allset.core.shared_table import SharedTable
 from allset.db.models import Event, Link, LinkTraffic, Node, Tenant, User
 from allset.files.service import FileService
 from allset.observability import REGISTRY
@@ -206,6 +207,7 @@ class LinkService:
         max_days: int = 90,
         link_bytes_per_day: int = 0,
         clock: Callable[[], datetime] | None = None,
+        throttles: SharedTable | None = None,
     ) -> None:
         self.files = files
         self.db = files.db
@@ -216,9 +218,12 @@ class LinkService:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.guesses = GuessThrottle()
         # R-SHARE-2 password throttle: per link+IP and per IP (LoginThrottle's keys), and
-        # per link from anywhere (a distributed guesser), with doubling backoff.
-        self.pw_throttle = LoginThrottle(5, 30, 900.0)
-        self.pw_link_throttle = LoginThrottle(20, 10**9, 900.0)
+        # per link from anywhere (a distributed guesser), with doubling backoff; in the
+        # data dir's shared table when given, so every server process counts the same.
+        self.pw_throttle = LoginThrottle(5, 30, 900.0, table=throttles, scope="link-pw")
+        self.pw_link_throttle = LoginThrottle(
+            20, 10**9, 900.0, table=throttles, scope="link-pw-any"
+        )
         self._key: bytes | None = None
 
     # ---- the signing key (password cookies) ----------------------------------------

@@ -39,7 +39,7 @@ from allset.server.links.public import LinksFront
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
 from allset.server.rest import account, chunks, feed, files, tree, users
-from allset.server.transfers import TransferMiddleware, Transfers
+from allset.server.transfers import TransferMiddleware, Transfers, open_bucket_table
 from allset.server.tus import MOUNT as TUS_MOUNT
 from allset.server.tus import TusFront
 from allset.server.web.app import WebFront
@@ -215,7 +215,7 @@ def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> 
         )
 
     # One process runs the maintenance among workers; another takes over if it dies.
-    maintainer = HeldLock(settings.data_dir / "run" / "maintenance.lock")
+    maintainer = HeldLock(settings.run_dir / "maintenance.lock")
 
     async def maintenance_loop() -> None:
         interval = max(5, settings.maintenance_interval_seconds)
@@ -246,7 +246,12 @@ def build_app(runtime: Runtime, tls: bool = True, worker: int | None = None) -> 
                 log.exception("usage history not recorded; will retry next minute")
             await asyncio.sleep(60)
 
-    transfers = Transfers(runtime.accounts.bandwidth, runtime.usage.meter.add)
+    # R-BW-1: the buckets are shared by every process serving this data dir.
+    transfers = Transfers(
+        runtime.accounts.bandwidth,
+        runtime.usage.meter.add,
+        runtime.shared_table("buckets", open_bucket_table),
+    )
     control = ControlServer(
         worker_socket(settings.control_socket, worker or 0),
         transfers,

@@ -12,6 +12,10 @@ Shaping is a token bucket that may go into debt: each body piece takes its size 
 the bucket and sleeps until the debt is repaid, so all connections of a Client share
 the rate and the total is exact over time (burst: 64 KiB or 50 ms of rate). Delaying
 ``receive`` stops reading from the socket, so TCP back-pressure slows the sender.
+The buckets' state is a record in a ``SharedTable`` (``DATA/run/buckets.shm`` when the
+app is built on a data dir): connections of one Client served by different worker
+processes draw from the same bucket, so they share one rate, and a lone transfer still
+gets all of it (splitting the rate by the number of processes would not).
 
 An interrupted transfer raises ``TransferInterrupted`` in its next receive or send: an
 upload is aborted like any failed upload (nothing half-committed; tus keeps what was
@@ -25,14 +29,24 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from allset.core.errors import StorageUnavailable
+from allset.core.shared_table import SharedTable, Values
 
 RATE_TTL = 10.0  # seconds a Client's limits are cached (the CLI also asks for a reload)
+BUCKET_SETS = 512  # x 8 ways: 4,096 buckets (two per Client transferring), 160 KiB
+BUCKET_FIELDS = 2  # tokens, time of the last refill (time.monotonic)
+MAX_DEBT_SECONDS = 60.0  # a bucket's debt read back is capped (the file is only a hint)
+
+
+def open_bucket_table(path: Path) -> SharedTable:
+    """The buckets' table file, shared by every process that opens it (close it)."""
+    return SharedTable.open(path, sets=BUCKET_SETS, fields=BUCKET_FIELDS)
 
 
 class TransferInterrupted(StorageUnavailable):
@@ -47,32 +61,42 @@ class DownloadInterrupted(Exception):
     error answer can follow; the connection is cut and the client resumes with Range."""
 
 
-class TokenBucket:
-    """Event-loop only (no locking needed): all of one Client's connections, one way."""
+class SharedBucket:
+    """A token bucket whose state is a record of a ``SharedTable``: every process's
+    connections of one Client, one way, take from it. The rate is this process's
+    reading of the Client's limit (every process reads the same setting, each within
+    ``RATE_TTL`` of a change)."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, table: SharedTable, key: bytes, rate: float) -> None:
+        self.table = table
+        self.key = key
         self.rate = max(1.0, rate)
-        self.tokens = self.burst
-        self.updated = time.monotonic()
 
     @property
     def burst(self) -> float:
         return max(65536.0, self.rate * 0.05)
 
     def set_rate(self, rate: float) -> None:
-        self._refill()
         self.rate = max(1.0, rate)
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
+    def take(self, n: int) -> float:
+        """Take ``n`` bytes' worth of tokens; the seconds to wait until the debt is repaid."""
+        rate, burst = self.rate, self.burst
+
+        def refill_and_take(record: Values | None) -> Values:
+            now = time.monotonic()  # under the lock: records only move forward in time
+            tokens, updated = record or (burst, now)
+            tokens = max(tokens, -rate * MAX_DEBT_SECONDS)
+            tokens = min(burst, tokens + max(0.0, now - updated) * rate)
+            return (tokens - n, now)
+
+        left = self.table.update(self.key, refill_and_take)
+        return -left[0] / rate if left and left[0] < 0 else 0.0
 
     async def consume(self, n: int) -> None:
-        self._refill()
-        self.tokens -= n
-        if self.tokens < 0:
-            await asyncio.sleep(-self.tokens / self.rate)
+        wait = self.take(n)
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 @dataclass
@@ -105,13 +129,15 @@ class Transfer:
 
 
 class Transfers:
-    """The registry and the buckets. ``load_limits(tenant_id) -> (up, down)`` in bytes/s,
-    or None for an unknown Client."""
+    """The registry (this process's transfers) and the buckets (shared through ``table``,
+    or private to the process without one). ``load_limits(tenant_id) -> (up, down)`` in
+    bytes/s, or None for an unknown Client."""
 
     def __init__(
         self,
         load_limits: Callable[[str], tuple[int, int] | None],
         count: Callable[[str, int, int], None] | None = None,
+        table: SharedTable | None = None,
     ) -> None:
         self.load_limits = load_limits
         # ``count(tenant_id, bytes_in, bytes_out)`` for the usage history: every byte
@@ -119,15 +145,20 @@ class Transfers:
         self.count = count
         self.live: dict[int, Transfer] = {}
         self._ids = itertools.count(1)
-        self._buckets: dict[str, tuple[TokenBucket, TokenBucket, float]] = {}
+        self.table = table or SharedTable.private(sets=BUCKET_SETS, fields=BUCKET_FIELDS)
+        self._buckets: dict[str, tuple[SharedBucket, SharedBucket, float]] = {}
 
-    async def buckets(self, tenant_id: str) -> tuple[TokenBucket, TokenBucket]:
+    async def buckets(self, tenant_id: str) -> tuple[SharedBucket, SharedBucket]:
         cached = self._buckets.get(tenant_id)
         if cached is None or time.monotonic() - cached[2] > RATE_TTL:
             limits = await run_in_threadpool(self.load_limits, tenant_id)
             up_rate, down_rate = limits or (1 << 40, 1 << 40)
             if cached is None:
-                cached = (TokenBucket(up_rate), TokenBucket(down_rate), time.monotonic())
+                cached = (
+                    SharedBucket(self.table, self.table.key(f"up\0{tenant_id}"), up_rate),
+                    SharedBucket(self.table, self.table.key(f"down\0{tenant_id}"), down_rate),
+                    time.monotonic(),
+                )
             else:
                 cached[0].set_rate(up_rate)
                 cached[1].set_rate(down_rate)

@@ -59,7 +59,7 @@ from allset.server.files_http import send_file
 from allset.server.links.pages import PAGE_CSP, ROBOTS, human_size, render
 from allset.server.rest.deps import path_after
 from allset.server.transfer import pump_request
-from allset.server.transfers import TokenBucket
+from allset.server.transfers import SharedBucket, open_bucket_table
 from allset.server.zipstream import zip_folder, zip_headers
 
 log = logging.getLogger("allset.links")
@@ -127,7 +127,9 @@ class LinksFront:
         self.runtime = runtime
         self.links: LinkService = runtime.links
         self.files = runtime.files
-        self._slow: dict[str, TokenBucket] = {}  # R-SHARE-5 throttled rate, per Client
+        # R-SHARE-5 throttled rate, per Client: in the data dir's shared bucket table, so
+        # every server process's link downloads of one Client share that one rate.
+        self._slow: dict[str, SharedBucket] = {}
         self.router = Router(
             routes=[
                 Route("/{token}", self.page, methods=["GET", "POST"]),
@@ -408,8 +410,11 @@ class LinksFront:
         if await run_in_threadpool(self.links.throttled, r):
             bucket = self._slow.get(r.tenant_id)
             if bucket is None:
-                bucket = self._slow[r.tenant_id] = TokenBucket(
-                    self.runtime.settings.link_throttled_rate
+                table = self.runtime.shared_table("buckets", open_bucket_table)
+                bucket = self._slow[r.tenant_id] = SharedBucket(
+                    table,
+                    table.key(f"link-slow\0{r.tenant_id}"),
+                    self.runtime.settings.link_throttled_rate,
                 )
         body = resp.body_iterator
         links = self.links

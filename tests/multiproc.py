@@ -1,0 +1,45 @@
+"""What a second worker process does in the multi-process tests: functions run in a
+child started with the spawn method (a fresh interpreter, like ``serve --workers``), on
+the same data dir and database as the test's own runtime. Kept out of the test modules
+so that the child imports only the server's code."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from allset.accounts.throttle import open_table
+from allset.core.errors import TooManyAttempts, Unauthenticated
+from allset.runtime import build_runtime
+from allset.settings import Settings
+
+
+def sign_in(settings: Settings, attempts: list[tuple[str, str, str]]) -> list[str]:
+    """``(username, password or app password, ip)`` through HTTP Basic's checks, in a
+    runtime of this process: "ok", "401" or "429" for each."""
+    rt = build_runtime(settings)
+    try:
+        outcomes = []
+        for user, secret, ip in attempts:
+            try:
+                rt.accounts.authenticate_basic(user, secret, ip)
+                outcomes.append("ok")
+            except TooManyAttempts:
+                outcomes.append("429")
+            except Unauthenticated:
+                outcomes.append("401")
+        return outcomes
+    finally:
+        rt.close()
+
+
+def fill_throttles(settings: Settings, n: int) -> None:
+    """``n`` fresh records of unknown keys in the data dir's throttle table: a flood of
+    guesses from everywhere, without paying for the guesses."""
+    table = open_table(settings.run_dir / "throttles.shm")
+    try:
+        for _ in range(n):
+            key = table.key(os.urandom(12).hex())
+            table.update(key, lambda _r: (1.0, 0.0, time.monotonic()))
+    finally:
+        table.close()
