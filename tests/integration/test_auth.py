@@ -27,6 +27,8 @@ from argon2 import PasswordHasher
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from allset.accounts.hashing import NeedsThread
+from allset.core.errors import Unauthenticated
 from allset.db.models import Base, Credential, Operator, User
 from allset.runtime import Runtime, initialise
 from allset.settings import load_settings
@@ -588,3 +590,30 @@ def test_operator_gets_404_on_client_data(
     assert after == before
     assert client.get(f"{API}/files/Docs/plan.txt", auth=auth).content == b"v2"
     assert me(client, auth=auth).status_code == 200
+
+
+def test_inline_checks_never_run_argon2_and_record_nothing(runtime: Runtime) -> None:
+    """The server checks credentials on its event loop when that is quick (a recent
+    verification cached, nothing to write) and in a thread otherwise: asked ``inline``,
+    a check that would need argon2 or a write raises ``NeedsThread`` before it records
+    anything, and gives exactly the threaded answer once it can be quick."""
+    acct = make_account(runtime)  # verified once, here: cached
+    accounts, ip = runtime.accounts, "192.0.2.9"
+    fresh = accounts.create_app_password(acct.email, "new", actor="test")["password"]
+    with pytest.raises(NeedsThread):  # never verified yet
+        accounts.authenticate_basic(acct.email, fresh, ip, inline=True)
+    with pytest.raises(NeedsThread):  # a wrong secret is never cached: always a thread
+        accounts.authenticate_basic(acct.email, fresh[:-2] + "xx", ip, inline=True)
+    with pytest.raises(NeedsThread):
+        accounts.authenticate_basic(acct.email, "wrong password", ip, inline=True)
+    assert accounts.throttle.retry_after(acct.email, ip) == 0  # nothing was recorded
+    threaded = accounts.authenticate_basic(acct.email, fresh, ip)
+    assert accounts.authenticate_basic(acct.email, fresh, ip, inline=True) == threaded
+    assert accounts.authenticate_token(fresh, ip, inline=True) == threaded
+    assert accounts.authenticate_basic(acct.email, acct.password, ip, inline=True).id == (
+        threaded.id
+    )
+    # Revocation acts at once inline too: the row is read every time.
+    accounts.revoke_credential(threaded, threaded.credential_id)
+    with pytest.raises(Unauthenticated):
+        accounts.authenticate_token(fresh, ip, inline=True)

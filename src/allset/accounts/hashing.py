@@ -72,6 +72,17 @@ def verify_secret(stored_hash: str, secret: str) -> bool:
                 _inflight.pop(cid, None)
 
 
+class NeedsThread(Exception):
+    """Raised by a check asked to run ``inline`` (on the event loop) when it would have
+    to do slow work (an argon2 verification, a write): run it again in a worker thread.
+    Nothing was recorded before it is raised."""
+
+
+def verified_recently(stored_hash: str, secret: str) -> bool:
+    """Whether ``verify_secret`` would answer from its cache (True) without argon2."""
+    return _cached(_cache_id(stored_hash, secret))
+
+
 def _cached(cid: bytes) -> bool:
     with _cache_lock:
         until = _cache.get(cid)
