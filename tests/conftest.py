@@ -235,6 +235,26 @@ def module_server(
         pg.drop_database(name)
 
 
+@pytest.fixture
+def from_ip(client: TestClient) -> Iterator[Any]:
+    """``from_ip("198.51.100.7")``: a client of the test's app from another address (one per IP)."""
+    made: list[TestClient] = []
+
+    def make(ip: str) -> TestClient:
+        c = TestClient(
+            client.app,
+            base_url="https://testserver",
+            client=(ip, 40000),
+            raise_server_exceptions=False,
+        )
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
 def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
     """Run ``action`` in ``seconds`` from now, in a thread (join it): the change that
     should wake a long-poll the test is waiting in."""

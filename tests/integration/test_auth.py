@@ -16,7 +16,6 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -76,26 +75,6 @@ def frozen_clock(runtime: Runtime) -> Clock:
     clock = Clock()
     runtime.accounts.throttle.clock = clock
     return clock
-
-
-@pytest.fixture
-def from_ip(client: TestClient) -> Iterator[Any]:
-    """``from_ip("198.51.100.7")``: a client of the same app from another address."""
-    made: list[TestClient] = []
-
-    def make(ip: str) -> TestClient:
-        c = TestClient(
-            client.app,
-            base_url="https://testserver",
-            client=(ip, 40000),
-            raise_server_exceptions=False,
-        )
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -38,26 +38,6 @@ def other_process() -> Iterator[Pool]:
         yield pool
 
 
-@pytest.fixture
-def from_ip(client: TestClient) -> Iterator[Any]:
-    """``from_ip("198.51.100.7")``: a client of the test's app from another address."""
-    made: list[TestClient] = []
-
-    def make(ip: str) -> TestClient:
-        c = TestClient(
-            client.app,
-            base_url="https://testserver",
-            client=(ip, 40000),
-            raise_server_exceptions=False,
-        )
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
-
-
 def login(c: TestClient, email: str, password: str) -> httpx.Response:
     return c.post(f"{API}/auth/login", json={"email": email, "password": password})
 
