@@ -98,9 +98,9 @@ def test_local_keeps_temp_files_of_other_running_processes(tmp_path: Path) -> No
     b = LocalBackend(tmp_path / "vol", "vol")
     b.put(key(b"q"), b"q")  # this process's own marker
     tmp = tmp_path / "vol" / "tmp"
-    marker = tmp / "sibling.boot"
+    marker = tmp / "sib-ling.boot"  # boot ids are URL-safe base64: "-" happens
     marker.touch()
-    writing = tmp / "sibling-7.tmp"
+    writing = tmp / "sib-ling-7.tmp"
     writing.write_bytes(b"half")
     sibling = OtherProcess(marker, "shared")
     try:

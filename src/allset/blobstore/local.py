@@ -216,11 +216,12 @@ class LocalBackend:
         alive: dict[str, bool] = {_BOOT: True}
         markers: list[Path] = []
         for tmp in self._tmp.iterdir():
-            boot, sep, _ = tmp.name.partition("-")
-            if not sep:  # a marker: removed below once its boot's files are gone
-                if tmp.suffix == ".boot" and tmp.stem != _BOOT:
+            if tmp.suffix == ".boot":  # a marker: removed below once its files are gone
+                if tmp.stem != _BOOT:
                     markers.append(tmp)
                 continue
+            # "<boot>-<n>.tmp"; a boot id may itself hold "-" (URL-safe base64).
+            boot = tmp.name.rpartition("-")[0]
             if boot not in alive:
                 alive[boot] = _boot_alive(self._tmp_s, boot)
             if not alive[boot]:
