@@ -138,3 +138,30 @@ def test_an_aborted_upload_leaves_bytes_a_commit_elsewhere_may_use(
     assert chunk_files(runtime)
     up.abort()
     assert chunk_files(runtime) == []
+
+
+def test_copy_and_restore_wait_for_a_collector_of_another_process(runtime: Runtime) -> None:
+    """A copy or a restored version adds references to stored chunks without uploading:
+    the same interlock as a commit, or a collector elsewhere could free a chunk between
+    its last check and the copy's COMMIT (the source's version purged meanwhile)."""
+    acct = make_account(runtime)
+    p = acct.principal
+    store_bytes(runtime.files, p, parse_path("/a.bin"), os.urandom(300_000))
+    first = runtime.files.stat(p, "/a.bin").version
+    store_bytes(runtime.files, p, parse_path("/a.bin"), os.urandom(300_000))
+    for name, action in [
+        ("copy", lambda: runtime.files.copy(p, "/a.bin", "/b.bin")),
+        ("restore", lambda: runtime.files.restore_version(p, "/a.bin", first)),
+    ]:
+        other = OtherProcess(interlock(runtime), "exclusive")
+        done = threading.Event()
+        worker = threading.Thread(target=lambda a=action, d=done: (a(), d.set()))
+        worker.start()
+        try:
+            assert not done.wait(1.0), f"{name} committed while another process collected"
+        finally:
+            other.release()
+        assert done.wait(60), name
+        worker.join(timeout=10)
+    assert runtime.files.stat(p, "/b.bin").size == 300_000
+    assert len(runtime.files.versions(p, "/a.bin")) == 3

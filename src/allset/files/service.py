@@ -523,7 +523,9 @@ class FileService:
         self._writable(p)
         if dp.is_root:
             raise Forbidden("The root folder cannot be replaced.")
-        with self.db.write() as s:
+        # New references to stored chunks: under the collector's interlock like any commit
+        # (files/leases.py), or a collector could free a chunk the copy is about to use.
+        with self.leases.committing(), self.db.write() as s:
             view = self.view(s.connection(), p)
             access.need_read(view, sp)  # a folder seen only for navigation hides content
             access.need_write(view, dp)
@@ -621,7 +623,7 @@ class FileService:
         """Restoring makes a *new* version with the old content, so nothing is lost."""
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
-        with self.db.write() as s:
+        with self.leases.committing(), self.db.write() as s:  # new references: see copy
             access.need_write(self.view(s.connection(), p), rp)
             node = self._need(s, p.tenant_id, rp)
             v = s.get(Version, version) if is_id(version) else None
