@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from allset.accounts import service as accounts_service
+from allset.core.errors import Unauthenticated
 from allset.core.ids import new_id
 from allset.db.prepared import Prepared
 from allset.files import sql
@@ -222,3 +223,43 @@ def test_prepared_statements_store_and_read_what_sqlalchemy_does(runtime: Runtim
         with pytest.raises(IntegrityError):
             sql.INSERT_NODE.run(conn, {**node("a"), "id": new_id()})  # same live name
         conn.rollback()  # the statements above were only for comparing
+
+
+def test_read_one_sees_each_commit_and_only_reads(runtime: Runtime) -> None:
+    """``Database.read_one`` (a thread's own driver connection on SQLite, outside the
+    pool): the same row as a pooled read, every commit seen by the next call (no read
+    transaction is left open between calls, which would serve a revoked credential from
+    an old snapshot), and no write possible through SQLite's."""
+    acct = make_account(runtime)
+    cid = acct.app_password[3 : 3 + len(new_id())]
+    lookup = accounts_service._CREDENTIAL_LOOKUP
+    first = runtime.db.read_one(lookup, {"cid": cid}).first()
+    with runtime.db.read_conn() as conn:
+        pooled = lookup.run(conn, {"cid": cid}).first()
+    assert first is not None and tuple(first) == tuple(pooled)
+    assert first.revoked_at is None
+    for round_ in range(3):  # the same connection, reused, follows each commit
+        with runtime.db.write_conn() as conn:
+            conn.execute(
+                text("UPDATE credentials SET revoked_at = :t WHERE id = :id"),
+                {
+                    "t": datetime(2026, 11, 29, round_, tzinfo=UTC) if round_ != 1 else None,
+                    "id": cid,
+                },
+            )
+        again = runtime.db.read_one(lookup, {"cid": cid}).first()
+        assert (again.revoked_at is None) == (round_ == 1)
+    if runtime.db.is_sqlite:  # (PostgreSQL: a pooled read transaction, as before)
+        with pytest.raises(OperationalError, match=r"readonly"):
+            runtime.db.read_one(sql._TOUCH, {"node_id": new_id(), "now": datetime.now(UTC)})
+    # The credential check itself follows it too: revoked means refused, at once.
+    with runtime.db.write_conn() as conn:
+        conn.execute(text("UPDATE credentials SET revoked_at = NULL WHERE id = :id"), {"id": cid})
+    assert runtime.accounts.authenticate_token(acct.app_password, "127.0.0.1").email == acct.email
+    with runtime.db.write_conn() as conn:
+        conn.execute(
+            text("UPDATE credentials SET revoked_at = :t WHERE id = :id"),
+            {"t": datetime.now(UTC), "id": cid},
+        )
+    with pytest.raises(Unauthenticated):
+        runtime.accounts.authenticate_token(acct.app_password, "127.0.0.1")

@@ -453,10 +453,9 @@ class Accounts:
         self._guard(email, ip)
         user, op = None, None
         if "\x00" not in email:  # no account has one; PostgreSQL refuses it in a query
-            with self.db.read_conn() as conn:
-                user = _USER_SIGN_IN.run(conn, {"email": email.lower()}).first()
-                if user is None:
-                    op = _OPERATOR_SIGN_IN.run(conn, {"email": email.lower()}).first()
+            user = self.db.read_one(_USER_SIGN_IN, {"email": email.lower()}).first()
+            if user is None:
+                op = self.db.read_one(_OPERATOR_SIGN_IN, {"email": email.lower()}).first()
         stored = (user.password_hash if user else op.password_hash if op else None) or ""
         if inline and not verified_recently(stored or DUMMY_HASH, password):
             raise NeedsThread
@@ -510,8 +509,7 @@ class Accounts:
             if throttle:
                 self.throttle.failure("", ip)
             raise Unauthenticated("Invalid token.")
-        with self.db.read_conn() as conn:
-            row = _CREDENTIAL_LOOKUP.run(conn, {"cid": cid}).first()
+        row = self.db.read_one(_CREDENTIAL_LOOKUP, {"cid": cid}).first()
         valid = (
             row is not None
             and row.revoked_at is None

@@ -71,6 +71,15 @@ class Rows:
         return [r[0] for r in self._rows]
 
 
+@dataclass(frozen=True, slots=True)
+class DriverConn:
+    """A SQLite driver connection outside SQLAlchemy's pool, for ``Prepared.run``
+    (``Database.read_one``): the dialect to compile for, and the connection itself."""
+
+    dialect: Dialect
+    raw: sqlite3.Connection
+
+
 class Prepared:
     """A Core statement to run many times with different parameters.
 
@@ -122,16 +131,20 @@ class Prepared:
             for name, proc, const in c.slots
         )
 
-    def run(self, conn: Connection, params: Params | Sequence[Params]) -> Any:
+    def run(self, conn: Connection | DriverConn, params: Params | Sequence[Params]) -> Any:
         """Execute; a sequence of parameter sets is an ``executemany`` (no rows back).
 
         Returns SQLAlchemy's result on PostgreSQL, ``Rows`` on SQLite: both have
         ``first``, ``one``, ``all``, ``scalar``, ``scalars`` and ``rowcount``."""
-        if conn.dialect.name != "sqlite":
+        raw: Any
+        if isinstance(conn, DriverConn):
+            c, raw = self._for(conn.dialect), conn.raw
+        elif conn.dialect.name != "sqlite":
             return conn.execute(self.statement, params)
-        c = self._for(conn.dialect)
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)
+        else:
+            c = self._for(conn.dialect)
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
         fetched: list[Any] = []
         try:
             if isinstance(params, Mapping):
