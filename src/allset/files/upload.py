@@ -53,9 +53,10 @@ if TYPE_CHECKING:
 
 # Bytes of chunks written but not yet confirmed durable, per upload: enough to overlap
 # chunking and hashing with the fsyncs (each chunk is two fsyncs per replica, ~5-20 ms
-# here; with 4 chunks in flight a 512 MiB PUT waited on them for a third of its time),
-# few enough to bound memory (this plus one chunk of at most 4 MiB).
-MAX_PENDING_BYTES = 8 * 1024 * 1024
+# here; with 4 chunks in flight a 512 MiB PUT waited on them for a third of its time;
+# 8 MiB -> 16 MiB: 165-213 -> 215-245 MB/s, 2026-11-29), few enough to bound memory
+# (this plus one chunk of at most 4 MiB).
+MAX_PENDING_BYTES = 16 * 1024 * 1024
 # Chunks being hashed ahead of the one to store next (both cores busy, memory bounded).
 MAX_HASHING_CHUNKS = 4
 # Seconds an aborted upload waits for the interlock to delete what it wrote; after that
