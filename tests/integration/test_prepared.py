@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from allset.accounts import service as accounts_service
 from allset.core.errors import Unauthenticated
 from allset.core.ids import new_id
+from allset.db import prepared as prepared_module
 from allset.db.prepared import Prepared
 from allset.files import sql
 from allset.runtime import Runtime
@@ -263,3 +264,30 @@ def test_read_one_sees_each_commit_and_only_reads(runtime: Runtime) -> None:
         )
     with pytest.raises(Unauthenticated):
         runtime.accounts.authenticate_token(acct.app_password, "127.0.0.1")
+
+
+def test_arguments_keep_positions_and_convert_each_value() -> None:
+    """The driver's parameters: constants stay in their places between named values,
+    one named value is a one-item list, and a converter remembers only the very object
+    it was given last (an equal but different object, or another one in between, is
+    converted again)."""
+    calls: list[Any] = []
+
+    def upper(v: str) -> str:
+        calls.append(v)
+        return v.upper()
+
+    build = prepared_module._arg_builder(
+        (("a", None, None), (None, None, "dir"), ("b", upper, None), (None, None, 7))
+    )
+    assert build({"a": 1, "b": "x", "c": 3}) == [1, "dir", "X", 7]
+    one = prepared_module._arg_builder((("only", upper, None),))
+    word = "".join(["w", "x"])
+    assert one({"only": word}) == ["WX"] and one({"only": word}) == ["WX"]
+    assert calls == ["x", "wx"]  # the second "wx" was the same object: not converted again
+    same_value = "".join(["w", "x"])
+    assert one({"only": "y"}) == ["Y"] and one({"only": same_value}) == ["WX"]
+    assert calls == ["x", "wx", "y", "wx"]
+    assert prepared_module._arg_builder(((None, None, "k"),))({}) == ["k"]
+    with pytest.raises(KeyError):
+        build({"a": 1})

@@ -22,6 +22,7 @@ handler would have slept.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -138,6 +139,7 @@ class Database:
         self._driver = threading.local()  # each thread's own connection for read_one
         self._group: list[_GroupItem[Any]] = []
         self._group_lock = threading.Lock()
+        self._group_conn: Connection | None = None  # see ``_try_group``
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         # Called after a write transaction that marked Clients as changed has committed
@@ -212,9 +214,12 @@ class Database:
             self._group.append(item)
         with self._writer_lock:
             if not item.done:
-                with self._group_lock:
-                    batch, self._group = self._group, []
                 with self._writer_file.exclusive() if self._writer_file else nullcontext():
+                    # Taken once the other processes' writer is done, not before: the
+                    # writers that queued here meanwhile join this group (2 workers,
+                    # 8 small uploads at once: ~1.5 -> ~2.5 per COMMIT).
+                    with self._group_lock:
+                        batch, self._group = self._group, []
                     self._run_group(batch)
         if item.error is not None:
             raise item.error
@@ -244,7 +249,13 @@ class Database:
                 item.done = True
 
     def _try_group(self, todo: list[_GroupItem[Any]]) -> tuple[int, Exception] | None:
-        with self.engine.connect() as conn:
+        # One connection for every group, kept out of the pool: only the holder of the
+        # writer locks uses it, and checking a connection out and in again was ~0.1 ms
+        # of the time those locks are held, per group (the other processes wait).
+        conn = self._group_conn
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._group_conn = self.engine.connect()
+        try:
             _take_changed(conn)  # what a failed transaction on this connection marked
             transaction = conn.begin()
             for index, item in enumerate(todo):
@@ -255,6 +266,11 @@ class Database:
                     return index, exc
             transaction.commit()
             changed = _take_changed(conn)
+        except BaseException:  # BEGIN, COMMIT or a rollback failed: a new one next time
+            self._group_conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
         if changed:
             self._committed(changed)
         return None
@@ -315,6 +331,10 @@ class Database:
             conn.commit()
 
     def dispose(self) -> None:
+        if self._group_conn is not None:
+            with contextlib.suppress(Exception):
+                self._group_conn.close()
+            self._group_conn = None
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()

@@ -21,6 +21,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, TypeAlias, cast
 
 from sqlalchemy import Connection, Executable
@@ -42,6 +43,60 @@ class _Compiled:
     slots: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...]
     row: Callable[..., Any] | None  # a namedtuple class, for statements with rows
     result_procs: tuple[Callable[[Any], Any] | None, ...]
+    args: Callable[[Params], list[Any]]  # the driver's parameters, from ``slots``
+
+
+def _remembering(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``proc`` that answers at once when given the value it was given last: one upload
+    binds the same ``now`` to ~10 columns, and a date's bind processor (UTC, then
+    SQLite's text form) is ~5 us each time. The pair is replaced whole (atomic under the
+    GIL) and holds its value, so an identical ``is`` means the same object."""
+    last: list[tuple[Any, Any]] = [(object(), None)]
+
+    def run(value: Any) -> Any:
+        seen = last[0]
+        if seen[0] is value:
+            return seen[1]
+        out = proc(value)
+        last[0] = (value, out)
+        return out
+
+    return run
+
+
+def _arg_builder(
+    slots: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...],
+) -> Callable[[Params], list[Any]]:
+    """A function from a parameter mapping to the driver's positional parameters: the
+    named values fetched at once (``itemgetter``), converted where a processor is
+    needed, constants in their places. A statement runs ~10 times per small upload; a
+    generator over every slot was a sixth of the statement's own Python time."""
+    named = [(i, name, proc) for i, (name, proc, _) in enumerate(slots) if name is not None]
+    consts = [(i, const) for i, (name, _, const) in enumerate(slots) if name is None]
+    fixed = [const for _, const in consts]
+    if not named:
+        return lambda params: list(fixed)
+    get = itemgetter(*(name for _, name, _ in named))
+    single = len(named) == 1
+    convert = [(k, _remembering(proc)) for k, (_, _, proc) in enumerate(named) if proc is not None]
+    places = [i for i, _, _ in named]
+    in_order = not consts  # the named values are the whole list, in order
+
+    def build(params: Params) -> list[Any]:
+        got = get(params)
+        values = [got] if single else list(got)
+        for k, proc in convert:
+            values[k] = proc(values[k])
+        if in_order:
+            return values
+        out: list[Any] = [None] * len(slots)
+        for place, value in zip(places, values, strict=True):
+            out[place] = value
+        for place, const in consts:
+            out[place] = const
+        return out
+
+    return build
 
 
 class Rows:
@@ -114,7 +169,13 @@ class Prepared:
         columns = list(getattr(self.statement, "exported_columns", ()))
         row = namedtuple("Row", [c.key or f"c{i}" for i, c in enumerate(columns)], rename=True)  # type: ignore[misc]
         procs = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-        return _Compiled(compiled.string, tuple(slots), row if columns else None, procs)
+        return _Compiled(
+            compiled.string,
+            tuple(slots),
+            row if columns else None,
+            procs,
+            _arg_builder(tuple(slots)),
+        )
 
     def _for(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect.name)
@@ -123,13 +184,6 @@ class Prepared:
                 found = self._compiled.get(dialect.name) or self._compile(dialect)
                 self._compiled[dialect.name] = found
         return found
-
-    @staticmethod
-    def _args(c: _Compiled, params: Params) -> tuple[Any, ...]:
-        return tuple(
-            (proc(params[name]) if proc else params[name]) if name is not None else const
-            for name, proc, const in c.slots
-        )
 
     def run(self, conn: Connection | DriverConn, params: Params | Sequence[Params]) -> Any:
         """Execute; a sequence of parameter sets is an ``executemany`` (no rows back).
@@ -148,9 +202,9 @@ class Prepared:
         fetched: list[Any] = []
         try:
             if isinstance(params, Mapping):
-                args: Any = self._args(c, params)
+                args: Any = c.args(params)
             else:
-                args = [self._args(c, p) for p in params]
+                args = [c.args(p) for p in params]
         except KeyError as exc:  # as SQLAlchemy words it
             raise StatementError(
                 f"A value is required for bind parameter {exc}", c.sql, None, None
