@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 
 from allset.accounts import service as accounts_service
@@ -266,28 +267,38 @@ def test_read_one_sees_each_commit_and_only_reads(runtime: Runtime) -> None:
         runtime.accounts.authenticate_token(acct.app_password, "127.0.0.1")
 
 
-def test_arguments_keep_positions_and_convert_each_value() -> None:
+def test_arguments_keep_positions_and_dates_convert_once() -> None:
     """The driver's parameters: constants stay in their places between named values,
-    one named value is a one-item list, and a converter remembers only the very object
+    one named value is a one-item list. A date converter remembers only the very object
     it was given last (an equal but different object, or another one in between, is
-    converted again)."""
+    converted again), and is shared by every statement: one upload's ``now``, bound to
+    columns of several statements, is converted once."""
+    build = prepared_module._arg_builder(
+        (("a", None, None), (None, None, "dir"), ("b", str.upper, None), (None, None, 7))
+    )
+    assert build({"a": 1, "b": "x", "c": 3}) == [1, "dir", "X", 7]
+    assert prepared_module._arg_builder((("only", str.upper, None),))({"only": "y"}) == ["Y"]
+    assert prepared_module._arg_builder(((None, None, "k"),))({}) == ["k"]
+    with pytest.raises(KeyError):
+        build({"a": 1})
+
     calls: list[Any] = []
 
     def upper(v: str) -> str:
         calls.append(v)
         return v.upper()
 
-    build = prepared_module._arg_builder(
-        (("a", None, None), (None, None, "dir"), ("b", upper, None), (None, None, 7))
-    )
-    assert build({"a": 1, "b": "x", "c": 3}) == [1, "dir", "X", 7]
-    one = prepared_module._arg_builder((("only", upper, None),))
-    word = "".join(["w", "x"])
-    assert one({"only": word}) == ["WX"] and one({"only": word}) == ["WX"]
-    assert calls == ["x", "wx"]  # the second "wx" was the same object: not converted again
-    same_value = "".join(["w", "x"])
-    assert one({"only": "y"}) == ["Y"] and one({"only": same_value}) == ["WX"]
-    assert calls == ["x", "wx", "y", "wx"]
-    assert prepared_module._arg_builder(((None, None, "k"),))({}) == ["k"]
-    with pytest.raises(KeyError):
-        build({"a": 1})
+    once = prepared_module._remembering(upper)
+    word, same_value = "".join(["w", "x"]), "".join(["w", "x"])
+    assert once(word) == "WX" and once(word) == "WX"
+    assert calls == ["wx"]  # the same object: not converted again
+    assert once("y") == "Y" and once(same_value) == "WX"
+    assert calls == ["wx", "y", "wx"]
+
+    # Shared between statements: the touch and the node insert bind the same date type.
+    touch = sql._TOUCH._for(sqlite_dialect())
+    insert = sql.INSERT_NODE._for(sqlite_dialect())
+    date_procs = {
+        id(proc) for c in (touch, insert) for name, proc, _ in c.slots if name in ("now", "mtime")
+    }
+    assert len(date_procs) == 1

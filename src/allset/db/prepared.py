@@ -21,6 +21,7 @@ import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, TypeAlias, cast
 
@@ -48,8 +49,9 @@ class _Compiled:
 
 def _remembering(proc: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``proc`` that answers at once when given the value it was given last: one upload
-    binds the same ``now`` to ~10 columns, and a date's bind processor (UTC, then
-    SQLite's text form) is ~5 us each time. The pair is replaced whole (atomic under the
+    binds the same ``now`` to ~10 columns of ~6 statements, and a date's bind processor
+    (UTC, then SQLite's text form) is ~5 us each time. For immutable values only (a
+    dict could change between two calls). The pair is replaced whole (atomic under the
     GIL) and holds its value, so an identical ``is`` means the same object."""
     last: list[tuple[Any, Any]] = [(object(), None)]
 
@@ -78,7 +80,7 @@ def _arg_builder(
         return lambda params: list(fixed)
     get = itemgetter(*(name for _, name, _ in named))
     single = len(named) == 1
-    convert = [(k, _remembering(proc)) for k, (_, _, proc) in enumerate(named) if proc is not None]
+    convert = [(k, proc) for k, (_, _, proc) in enumerate(named) if proc is not None]
     places = [i for i, _, _ in named]
     in_order = not consts  # the named values are the whole list, in order
 
@@ -135,6 +137,18 @@ class DriverConn:
     raw: sqlite3.Connection
 
 
+_DATES: dict[tuple[str, str], Callable[[Any], Any]] = {}
+_DATES_LOCK = threading.Lock()
+
+
+def _python_type(t: Any) -> type | None:
+    """What a column's values are in Python (through a ``TypeDecorator``, its impl's)."""
+    try:
+        return cast(type, getattr(t, "impl_instance", t).python_type)
+    except NotImplementedError:
+        return None
+
+
 class Prepared:
     """A Core statement to run many times with different parameters.
 
@@ -160,7 +174,14 @@ class Prepared:
             bind = compiled.binds[name]
             if bind.expanding or bind.literal_execute:
                 raise TypeError(f"{name}: expanding parameters are not prepared")
-            proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            proc: Callable[[Any], Any] | None = bind.type.dialect_impl(dialect).bind_processor(
+                dialect
+            )
+            if proc is not None and _python_type(bind.type) is datetime:
+                # One remembering converter per date type, shared by every statement.
+                key = (dialect.name, repr(bind.type))
+                with _DATES_LOCK:
+                    proc = _DATES.setdefault(key, _remembering(proc))
             if bind.required or bind.callable is not None:
                 slots.append((bind.key, proc, None))
             else:  # a literal of the statement ("dir", "open" ...): converted once
@@ -191,26 +212,28 @@ class Prepared:
         Returns SQLAlchemy's result on PostgreSQL, ``Rows`` on SQLite: both have
         ``first``, ``one``, ``all``, ``scalar``, ``scalars`` and ``rowcount``."""
         raw: Any
-        if isinstance(conn, DriverConn):
-            c, raw = self._for(conn.dialect), conn.raw
+        if type(conn) is DriverConn:
+            c, raw = self._compiled.get("sqlite") or self._for(conn.dialect), conn.raw
         elif conn.dialect.name != "sqlite":
-            return conn.execute(self.statement, params)
+            return conn.execute(self.statement, params)  # type: ignore[union-attr]
         else:
-            c = self._for(conn.dialect)
-            raw = conn.connection.driver_connection
+            c = self._compiled.get("sqlite") or self._for(conn.dialect)
+            raw = conn.connection.dbapi_connection  # type: ignore[union-attr]
             assert isinstance(raw, sqlite3.Connection)
         fetched: list[Any] = []
+        # (``dict`` first: the ABC check alone was ~1 us, twice per statement)
+        one = type(params) is dict or isinstance(params, Mapping)
         try:
-            if isinstance(params, Mapping):
-                args: Any = c.args(params)
+            if one:
+                args: Any = c.args(params)  # type: ignore[arg-type]
             else:
-                args = [c.args(p) for p in params]
+                args = [c.args(p) for p in params]  # type: ignore[arg-type]
         except KeyError as exc:  # as SQLAlchemy words it
             raise StatementError(
                 f"A value is required for bind parameter {exc}", c.sql, None, None
             ) from exc
         try:
-            if isinstance(params, Mapping):
+            if one:
                 cur = raw.execute(c.sql, args)
                 count = cur.rowcount
                 if c.row is not None:
@@ -230,4 +253,4 @@ class Prepared:
 
 def _convert(c: _Compiled, raw: tuple[Any, ...]) -> Any:
     assert c.row is not None
-    return c.row(*(p(v) if p else v for p, v in zip(c.result_procs, raw, strict=True)))
+    return c.row(*[p(v) if p else v for p, v in zip(c.result_procs, raw, strict=True)])
