@@ -15,6 +15,7 @@ import pytest
 from allset.blobstore.chunker import MAX_SIZE
 from allset.core.errors import QuotaExceeded
 from allset.core.paths import parse_path
+from allset.db.engine import _GroupItem, group_memo
 from allset.db.models import utcnow
 from allset.files import maintenance
 from allset.files.upload import begin_upload, store_bytes
@@ -315,6 +316,51 @@ def test_group_commit_isolates_each_writer(runtime: Runtime, alice: Account) -> 
     assert runtime.files.usage(alice.principal).used == sum(
         len(d) for i, d in payloads.items() if i % 4
     )
+
+
+def test_group_memo_lives_one_transaction(runtime: Runtime, alice: Account) -> None:
+    """Uploads of one group transaction reuse the folder an earlier one found or made
+    (``_apply_grouped``), and only within that transaction: here the first upload makes
+    /fresh (``parents``), the second fails, the group is rolled back and run again
+    without it; the third upload must then use the /fresh made by that second run, not
+    the one rolled back (which no longer exists)."""
+    files, p = runtime.files, alice.principal
+    files.mkdir(p, parse_path("/fixed"), False)
+    files.mkdir(p, parse_path("/fixed/inside"), False)
+    plan = [
+        ("/fresh/x", b"x" * 100, {"parents": True}),
+        ("/fixed/stale", b"s" * 100, {"if_match": '"stale"'}),
+        ("/fresh/y", b"y" * 100, {"parents": True}),
+        ("/fixed/a", b"a" * 100, {}),
+        ("/fixed/b", b"b" * 100, {}),
+        ("/fixed/inside/c", b"c" * 100, {}),
+    ]
+    uploads = []
+    for path, data, kw in plan:
+        up = begin_upload(files, p, parse_path(path), expected_size=len(data), **kw)
+        up.write(data)
+        assert up._small is not None
+        body, up._small = bytes(up._small), None
+        up._put_whole(body)
+        uploads.append((up, up.verified_digest()))
+    items = [_GroupItem(lambda c, u=u, sha=sha: u._apply_grouped(c, sha)) for u, sha in uploads]
+    try:
+        with files.leases.committing():
+            runtime.db._run_group(items)
+    finally:
+        for (up, _), item in zip(uploads, items, strict=True):
+            up.finish() if item.error is None else up.abort()
+    assert [type(i.error).__name__ for i in items] == ["NoneType", "PreconditionFailed"] + [
+        "NoneType"
+    ] * 4
+    fresh = files.stat(p, "/fresh")
+    assert [e.name for e in files.list_dir(p, "/fresh")[1]] == ["x", "y"]
+    assert fresh.kind == "dir"
+    for path, data, _ in plan:
+        if "stale" not in path:
+            assert files.stat(p, path).sha256 == hashlib.sha256(data).hexdigest()
+    assert [e.name for e in files.list_dir(p, "/fixed")[1]] == ["a", "b", "inside"]
+    assert runtime.db._group_conn is not None and group_memo(runtime.db._group_conn) is None
 
 
 def test_dedup_within_client_and_empty_trash_frees_space(

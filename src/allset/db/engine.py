@@ -54,6 +54,19 @@ def mark_changed(conn: Connection, tenant_id: str) -> None:
     conn.info.setdefault(CHANGED, set()).add(tenant_id)
 
 
+GROUP_MEMO = "allset.group_memo"
+
+
+def group_memo(conn: Connection) -> dict[Any, Any] | None:
+    """Inside a group transaction (``write_group`` on SQLite), a dict that lives exactly
+    as long as that transaction: what an earlier writer of the group found, a later one
+    may reuse (the folder an upload went into, for the next upload into it). Cleared
+    whenever the group starts again without a writer that failed. None elsewhere.
+    Writers of a group only add rows (uploads): none may remove what another remembered."""
+    memo: dict[Any, Any] | None = conn.info.get(GROUP_MEMO)
+    return memo
+
+
 def _take_changed(conn: Connection) -> set[str]:
     changed: set[str] = conn.info.pop(CHANGED, None) or set()
     return changed
@@ -258,12 +271,15 @@ class Database:
         try:
             _take_changed(conn)  # what a failed transaction on this connection marked
             transaction = conn.begin()
+            conn.info[GROUP_MEMO] = {}
             for index, item in enumerate(todo):
                 try:
                     item.result = item.fn(conn)
                 except Exception as exc:
+                    conn.info.pop(GROUP_MEMO, None)
                     transaction.rollback()
                     return index, exc
+            conn.info.pop(GROUP_MEMO, None)
             transaction.commit()
             changed = _take_changed(conn)
         except BaseException:  # BEGIN, COMMIT or a rollback failed: a new one next time

@@ -40,6 +40,7 @@ from allset.core.ids import new_id
 from allset.core.paths import RemotePath
 from allset.core.principal import Principal
 from allset.core.units import format_size
+from allset.db.engine import group_memo
 from allset.db.models import utcnow
 from allset.db.prepared import Record
 from allset.files import access, sql
@@ -349,9 +350,23 @@ class Upload:
         raise AssertionError("unreachable")
 
     def _commit_tx(self, sha: str) -> tuple[Entry, bool]:
-        # Group commit: concurrent uploads share one transaction, each in its savepoint.
+        # Group commit: concurrent uploads share one transaction (see Database.write_group).
         with self.svc.leases.committing():  # before the transaction: see files/leases.py
-            return self.svc.db.write_group(lambda c: self.apply(c, sha))
+            return self.svc.db.write_group(lambda c: self._apply_grouped(c, sha))
+
+    def _apply_grouped(self, c: Connection, sha: str) -> tuple[Entry, bool]:
+        """``apply`` in a group transaction: an upload into a folder that an earlier
+        upload of the same transaction found (and touched) reuses it, as a batch commit
+        does: two statements fewer, in the part of the commit that writers of every
+        process wait for. Within one transaction uploads only add entries, so the
+        folder found is still there."""
+        folders = group_memo(c)
+        where = self.path.parent
+        known = folders.get(where) if folders is not None else None
+        result = self.apply(c, sha, parent=known, touch=known is None)
+        if folders is not None and self.parent_row is not None:
+            folders[where] = self.parent_row
+        return result
 
     def apply(
         self, c: Connection, sha: str, parent: Record | None = None, touch: bool = True
