@@ -9,7 +9,7 @@ import os
 import time
 
 from allset.accounts.throttle import open_table
-from allset.core.errors import TooManyAttempts, Unauthenticated
+from allset.core.errors import NotFound, TooManyAttempts, Unauthenticated
 from allset.runtime import build_runtime
 from allset.settings import Settings
 
@@ -43,3 +43,22 @@ def fill_throttles(settings: Settings, n: int) -> None:
             table.update(key, lambda _r: (1.0, 0.0, time.monotonic()))
     finally:
         table.close()
+
+
+def link_visits(settings: Settings, tokens: list[str], ip: str) -> list[str]:
+    """Public-link lookups of ``tokens`` from ``ip`` in a runtime of this process:
+    "ok", "404" or "429" for each."""
+    rt = build_runtime(settings)
+    try:
+        outcomes = []
+        for token in tokens:
+            try:
+                rt.links.resolve(token, ip)
+                outcomes.append("ok")
+            except TooManyAttempts:
+                outcomes.append("429")
+            except NotFound:
+                outcomes.append("404")
+        return outcomes
+    finally:
+        rt.close()

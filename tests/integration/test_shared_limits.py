@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 import multiproc
 from allset.accounts.throttle import TABLE_FIELDS, TABLE_SETS
+from allset.core.errors import NotFound, TooManyAttempts
 from allset.runtime import Runtime, build_runtime, initialise
 from allset.server.app import build_app
 from allset.settings import load_settings
@@ -98,6 +99,34 @@ def test_guesses_over_many_accounts_add_up_across_processes(
         multiproc.sign_in, (runtime.settings, [(alice.email, alice.app_password, ip)])
     ) == ["429"]
     assert from_ip("192.0.2.51").get(f"{API}/me", auth=alice.auth).status_code == 200
+
+
+def test_link_token_guesses_add_up_across_processes(runtime: Runtime, other_process: Pool) -> None:
+    """R-SHARE-3 with several workers: 15 unknown tokens tried in another process and 5
+    here are the 20 allowed; the 21st, here, blocks the address in both processes (a
+    guesser cannot multiply its tries by the number of workers)."""
+    ip = "192.0.2.70"
+    unknown = ["A" * 28 + f"{i:04d}" for i in range(21)]
+    assert (
+        other_process.apply(multiproc.link_visits, (runtime.settings, unknown[:15], ip))
+        == ["404"] * 15
+    )
+    outcomes = []
+    for token in unknown[15:]:
+        try:
+            runtime.links.resolve(token, ip)
+            outcomes.append("ok")
+        except TooManyAttempts as exc:
+            outcomes.append(f"429 after {exc.retry_after}")
+        except NotFound:
+            outcomes.append("404")
+    assert outcomes == ["404"] * 5 + ["429 after 300"]
+    assert other_process.apply(multiproc.link_visits, (runtime.settings, unknown[:1], ip)) == [
+        "429"
+    ]
+    assert other_process.apply(
+        multiproc.link_visits, (runtime.settings, unknown[:1], "192.0.2.71")
+    ) == ["404"]  # another address is not blocked
 
 
 def test_a_full_table_does_not_break_sign_in(

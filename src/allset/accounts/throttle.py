@@ -107,3 +107,67 @@ class LoginThrottle:
         key = self._acct_ip(account, ip)
         if self.table.get(key) is not None:  # usually absent: no lock taken then
             self.table.update(key, lambda _record: None)
+
+
+class GuessThrottle:
+    """R-SHARE-3: per IP, more than ``limit`` misses (unknown link tokens) within a
+    ``window`` blocks that IP for ``block`` seconds (429 + Retry-After).
+
+    In the same ``SharedTable`` as the sign-in throttles, so a guesser spreading its
+    requests over the worker processes is counted once. A record is (misses, start of
+    the window, blocked until): the window starts at the first miss and ends ``window``
+    seconds later, so more than ``limit`` misses in it block; an IP that spreads its
+    misses across two windows gets at most twice ``limit`` per ``window`` (a sliding
+    window would need the time of every miss, which a fixed record cannot hold)."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        block: float,
+        clock: Callable[[], float] = time.monotonic,
+        table: SharedTable | None = None,
+        scope: str = "link-guess",
+    ) -> None:
+        self.limit, self.window, self.block, self.clock = limit, window, block, clock
+        self.table = table or SharedTable.private(sets=TABLE_SETS, fields=TABLE_FIELDS)
+        self.scope = scope
+
+    def _key(self, ip: str) -> bytes:
+        return self.table.key(f"{self.scope}\0ip\0{ip}")
+
+    def _sane(self, record: Values | None, now: float) -> Values | None:
+        """As ``LoginThrottle._sane``: values another process wrote, or garbage."""
+        if record is None:
+            return None
+        misses, start, blocked_until = record
+        if not 0 <= misses <= 1e9 or start > now + CLOCK_SLACK:
+            return None
+        if blocked_until > now + self.block + CLOCK_SLACK:
+            return None
+        return record
+
+    def retry_after(self, ip: str) -> int:
+        """Seconds this IP must wait; 0 when it is not blocked."""
+        now = self.clock()
+        record = self._sane(self.table.get(self._key(ip)), now)
+        return math.ceil(record[2] - now) if record is not None and record[2] > now else 0
+
+    def miss(self, ip: str) -> bool:
+        """Count a miss; True when it is the one that blocks the IP."""
+        now = self.clock()
+        blocked = False
+
+        def count(record: Values | None) -> Values:
+            nonlocal blocked
+            misses, start, blocked_until = self._sane(record, now) or (0.0, now, 0.0)
+            if now - start > self.window:
+                misses, start = 0.0, now
+            misses += 1
+            if misses > self.limit:
+                blocked = True
+                return (0.0, now, now + self.block)
+            return (misses, start, blocked_until)
+
+        self.table.update(self._key(ip), count)
+        return blocked

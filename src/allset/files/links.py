@@ -34,9 +34,7 @@ import logging
 import math
 import os
 import secrets
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,7 +46,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from allset.accounts.hashing import DUMMY_HASH, hash_secret, verify_secret
-from allset.accounts.throttle import LoginThrottle
+from allset.accounts.throttle import GuessThrottle, LoginThrottle
 from allset.core.errors import AllsetError, Gone, InvalidInput, NotFound, TooManyAttempts
 from allset.core.ids import is_id, new_id
 from allset.core.paths import RemotePath, normalise_name, parse_path
@@ -148,53 +146,6 @@ class Resolved:
     link_bytes_per_day: int | None
 
 
-class GuessThrottle:
-    """R-SHARE-3: per IP, more than ``limit`` unknown tokens within ``window`` seconds
-    blocks that IP's link requests for ``block`` seconds (429 + Retry-After)."""
-
-    def __init__(
-        self,
-        limit: int = GUESS_LIMIT,
-        window: float = GUESS_WINDOW,
-        block: float = GUESS_BLOCK,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.limit, self.window, self.block, self.clock = limit, window, block, clock
-        self._misses: dict[str, deque[float]] = {}
-        self._blocked: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def check(self, ip: str) -> None:
-        with self._lock:
-            until = self._blocked.get(ip, 0.0)
-            now = self.clock()
-            if until > now:
-                raise TooManyAttempts(
-                    "Too many requests for unknown links from your address; wait and retry.",
-                    retry_after=math.ceil(until - now),
-                )
-            self._blocked.pop(ip, None)
-
-    def miss(self, ip: str) -> None:
-        now = self.clock()
-        with self._lock:
-            if len(self._misses) > 100_000:  # bounded memory under a distributed scan
-                self._misses.clear()
-            q = self._misses.setdefault(ip, deque())
-            q.append(now)
-            while q and q[0] <= now - self.window:
-                q.popleft()
-            if len(q) > self.limit:
-                self._blocked[ip] = now + self.block
-                q.clear()
-                LINK_GUESS_BLOCKS.inc()
-                log.warning("link token guessing: %s blocked for %.0f s", ip, self.block)
-                raise TooManyAttempts(
-                    "Too many requests for unknown links from your address; wait and retry.",
-                    retry_after=math.ceil(self.block),
-                )
-
-
 class LinkService:
     """Public links of every Client. Blocking methods: adapters call them in a thread."""
 
@@ -216,7 +167,7 @@ class LinkService:
         self.max_days = max_days
         self.server_bytes_per_day = link_bytes_per_day  # 0 = no threshold
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
-        self.guesses = GuessThrottle()
+        self.guesses = GuessThrottle(GUESS_LIMIT, GUESS_WINDOW, GUESS_BLOCK, table=throttles)
         # R-SHARE-2 password throttle: per link+IP and per IP (LoginThrottle's keys), and
         # per link from anywhere (a distributed guesser), with doubling backoff; in the
         # data dir's shared table when given, so every server process counts the same.
@@ -562,11 +513,19 @@ class LinkService:
         return bytes_per_day
 
     # ---- serving (the public side) -------------------------------------------------
+    def _guessing(self, wait: float) -> TooManyAttempts:
+        return TooManyAttempts(
+            "Too many requests for unknown links from your address; wait and retry.",
+            retry_after=math.ceil(wait),
+        )
+
     def resolve(self, token: str, ip: str) -> Resolved:
         """The link a visitor asks for, if it may be served now; else the error the page
         shows: 429 (guessing), 404 (unknown, revoked, gone), 451 (taken down, Client
         suspended), 410 (expired, download limit reached)."""
-        self.guesses.check(ip)
+        wait = self.guesses.retry_after(ip)
+        if wait:
+            raise self._guessing(wait)
         row = None
         if looks_like_token(token):
             with self.db.read() as s:
@@ -583,7 +542,10 @@ class LinkService:
         if row is None:
             LINK_MISSES.inc()
             log.info("link miss", extra={"ip": ip, "token_hint": token[:HINT_CHARS]})
-            self.guesses.miss(ip)  # may raise 429
+            if self.guesses.miss(ip):
+                LINK_GUESS_BLOCKS.inc()
+                log.warning("link token guessing: %s blocked for %.0f s", ip, GUESS_BLOCK)
+                raise self._guessing(GUESS_BLOCK)
             raise LinkNotFound("This link does not exist or was withdrawn.")
         link, tenant, user = row
         if link.revoked_at is not None or user.disabled or root is None:
