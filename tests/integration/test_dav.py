@@ -268,6 +268,38 @@ def test_macos_metadata_refused(apple_client: tuple[TestClient, Account]) -> Non
     assert dav(client, "PUT", "/photo.jpg", who, content=b"jpg").status_code == 201
 
 
+def test_depth1_shows_each_dead_property_on_its_own_resource(
+    client: TestClient, alice: Account, bob: Account
+) -> None:
+    """A depth-1 PROPFIND reads the folder's and its children's dead properties in one
+    statement (``folder_properties``): each shows on its own resource, never on another
+    one, and nothing of a grandchild or of another Client's same-named folder appears."""
+    for who in (alice, bob):
+        dav(client, "MKCOL", "/p", who)
+        dav(client, "MKCOL", "/p/sub", who)
+        dav(client, "PUT", "/p/sub/deep.txt", who, content=b"d")
+        dav(client, "PUT", "/p/f.txt", who, content=b"f")
+
+    def tag(value: str) -> bytes:
+        return (
+            b'<?xml version="1.0"?><propertyupdate xmlns="DAV:" xmlns:z="urn:example:z">'
+            b"<set><prop><z:tag>" + value.encode() + b"</z:tag></prop></set></propertyupdate>"
+        )
+
+    for path, value in (("/p/", "folder"), ("/p/f.txt", "file"), ("/p/sub/deep.txt", "deep")):
+        assert dav(client, "PROPPATCH", path, alice, content=tag(value)).status_code == 207
+    assert dav(client, "PROPPATCH", "/p/sub/", bob, content=tag("bob's")).status_code == 207
+    r = dav(client, "PROPFIND", "/p/", alice, headers={"Depth": "1"})
+    assert r.status_code == 207
+    tags = {
+        unquote(resp.findtext("{DAV:}href") or ""): [
+            t.text for t in resp.iter("{urn:example:z}tag")
+        ]
+        for resp in ElementTree.fromstring(r.content).iter("{DAV:}response")
+    }
+    assert tags == {"/dav/p/": ["folder"], "/dav/p/f.txt": ["file"], "/dav/p/sub/": []}
+
+
 def test_depth1_listing_is_well_formed_for_odd_names(client: TestClient, alice: Account) -> None:
     names = ["a & b.txt", "<tag>.txt", "100%.txt", "x#y?.txt", "fête 🎉.txt", "sp ace"]
     dav(client, "MKCOL", "/odd", alice)

@@ -267,8 +267,8 @@ class FileService:
                 raise NotFound(f"Nothing at {rp}.")
             if node.kind != "dir":
                 return entry_of(node, rp), [], None
-            rows: list[Row[Any]] = c.execute(  # type: ignore[assignment]
-                sql.LIST_PAGE,
+            rows: list[Record] = sql.LIST_PAGE.run(
+                c,
                 {"tenant_id": p.tenant_id, "parent_id": node.id, "after": after, "n": limit + 1},
             ).all()
             if level == access.NAV:  # a folder above a grant: only the way to the grants
@@ -726,6 +726,7 @@ class FileService:
     properties = props.properties
     set_properties = props.set_properties
     properties_of = props.properties_of
+    folder_properties = props.folder_properties
     _copy_properties = props._copy_properties
 
     def count_live_files(self, tenant_id: str) -> int:

@@ -171,7 +171,10 @@ class AllsetProvider(DAVProvider):  # type: ignore[misc]
             hide = self.apple_files != "allow"
             members = [e for e in self.list_all(p, rp) if not (hide and is_apple_metadata(e.name))]
         with as_dav_errors():
-            dead = self.files.properties_of(p, [target.id, *(e.id for e in members)])
+            if members:
+                dead = self.files.folder_properties(p, target.id)
+            else:
+                dead = self.files.properties_of(p, [target.id])
 
         def quota() -> tuple[int, int]:
             with as_dav_errors():
