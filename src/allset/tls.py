@@ -9,15 +9,12 @@ import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 
 def fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of the DER certificate, colon-separated upper-case hex (what browsers show)."""
-    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    """SHA-256 of the DER certificate, colon-separated upper-case hex (what browsers show).
+    With the standard library: ``cryptography`` is imported only to make a certificate
+    (~7 MB of a serving process's memory otherwise)."""
+    der = ssl.PEM_cert_to_DER_cert(cert_pem.decode("ascii"))
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
@@ -26,6 +23,11 @@ def ensure_certificate(cert_path: Path, key_path: Path) -> str:
     """Create a certificate for localhost/127.0.0.1/::1 unless one exists; returns its
     fingerprint, which clients pin instead of turning verification off."""
     if not cert_path.exists():
+        from cryptography import x509  # noqa: PLC0415 (lazily: see fingerprint)
+        from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+        from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "allset localhost")])

@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -43,6 +41,10 @@ from allset.core.flock import FileLock
 from allset.db.prepared import DriverConn, Params, Prepared
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0010"
+"""The newest migration's revision (``tests/integration/test_schema.py`` checks it is
+alembic's head): a database already there is not migrated, and a serving process then
+never imports alembic (~10 MB of its memory, in every worker)."""
 CHANGED = "allset.changed_tenants"
 """Key in a connection's ``info`` of the Clients whose tree a write transaction changed;
 see ``mark_changed`` and ``Database.on_commit``."""
@@ -336,8 +338,22 @@ class Database:
         """The dialect's INSERT, which has ``on_conflict_do_nothing`` on both engines."""
         return sqlite_insert(table) if self.is_sqlite else pg_insert(table)
 
+    def revision(self) -> str | None:
+        """The schema's revision as alembic recorded it; None for an empty database."""
+        with self.engine.connect() as conn:
+            try:
+                found = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except DBAPIError:  # no such table: never migrated
+                return None
+        return str(found) if found is not None else None
+
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
+        if self.revision() == HEAD_REVISION:
+            return
+        from alembic import command  # noqa: PLC0415 (lazily: see HEAD_REVISION)
+        from alembic.config import Config  # noqa: PLC0415
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection_url"] = self.url
