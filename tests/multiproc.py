@@ -7,30 +7,40 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from allset.accounts.throttle import open_table
 from allset.core.errors import NotFound, TooManyAttempts, Unauthenticated
-from allset.runtime import build_runtime
+from allset.runtime import Runtime, build_runtime
 from allset.settings import Settings
 
 
-def sign_in(settings: Settings, attempts: list[tuple[str, str, str]]) -> list[str]:
-    """``(username, password or app password, ip)`` through HTTP Basic's checks, in a
-    runtime of this process: "ok", "401" or "429" for each."""
+def _outcomes(
+    settings: Settings, attempt: Callable[[Runtime, Any], object], items: list[Any]
+) -> list[str]:
+    """Each item tried in a runtime of this process: "ok", "401", "404" or "429"."""
     rt = build_runtime(settings)
     try:
         outcomes = []
-        for user, secret, ip in attempts:
+        for item in items:
             try:
-                rt.accounts.authenticate_basic(user, secret, ip)
+                attempt(rt, item)
                 outcomes.append("ok")
             except TooManyAttempts:
                 outcomes.append("429")
             except Unauthenticated:
                 outcomes.append("401")
+            except NotFound:
+                outcomes.append("404")
         return outcomes
     finally:
         rt.close()
+
+
+def sign_in(settings: Settings, attempts: list[tuple[str, str, str]]) -> list[str]:
+    """``(username, password or app password, ip)`` through HTTP Basic's checks."""
+    return _outcomes(settings, lambda rt, a: rt.accounts.authenticate_basic(*a), attempts)
 
 
 def fill_throttles(settings: Settings, n: int) -> None:
@@ -46,19 +56,5 @@ def fill_throttles(settings: Settings, n: int) -> None:
 
 
 def link_visits(settings: Settings, tokens: list[str], ip: str) -> list[str]:
-    """Public-link lookups of ``tokens`` from ``ip`` in a runtime of this process:
-    "ok", "404" or "429" for each."""
-    rt = build_runtime(settings)
-    try:
-        outcomes = []
-        for token in tokens:
-            try:
-                rt.links.resolve(token, ip)
-                outcomes.append("ok")
-            except TooManyAttempts:
-                outcomes.append("429")
-            except NotFound:
-                outcomes.append("404")
-        return outcomes
-    finally:
-        rt.close()
+    """Public-link lookups of ``tokens`` from ``ip``."""
+    return _outcomes(settings, lambda rt, token: rt.links.resolve(token, ip), tokens)
