@@ -52,6 +52,16 @@ class ChunkLeases:
         with lock:
             yield
 
+    @contextmanager
+    def unheld(self, tenant_id: str, digest: str) -> Iterator[bool]:
+        """What every deleter of chunk bytes (the collector, the orphan collector, an
+        aborted upload) does inside ``collecting()``: hold this process's lock on the
+        chunk and learn whether no upload here holds a lease on it. While the lock is
+        held no upload here can take one, so True stays true until the deletion is done.
+        Uploads of other processes are the interlock's and the grace period's affair."""
+        with self.locked(tenant_id, digest):
+            yield not self.held(tenant_id, digest)
+
     def committing(self) -> AbstractContextManager[None]:
         """Held by a commit that may add chunk rows, around its whole transaction."""
         return self._interlock.shared()

@@ -118,12 +118,12 @@ def collect_chunks(
         # process's leases; each chunk on its own so that commits wait milliseconds.
         with (
             svc.leases.collecting(INTERLOCK_WAIT) as ours,
-            svc.leases.locked(tenant_id, digest),
+            svc.leases.unheld(tenant_id, digest) as unused_here,
         ):
             if not ours:
                 log.warning("chunk collection postponed: commits kept the interlock busy")
                 break
-            if svc.leases.held(tenant_id, digest):
+            if not unused_here:
                 continue
             with svc.db.write() as s:
                 row = s.scalar(
@@ -176,12 +176,12 @@ def collect_orphans(
             continue
         with (
             svc.leases.collecting(INTERLOCK_WAIT) as ours,
-            svc.leases.locked(tenant_id, digest),
+            svc.leases.unheld(tenant_id, digest) as unused_here,
         ):
             if not ours:
                 log.warning("orphan collection postponed: commits kept the interlock busy")
                 break
-            if svc.leases.held(tenant_id, digest) or not _orphan(svc, key, grace_seconds):
+            if not unused_here or not _orphan(svc, key, grace_seconds):
                 continue
             svc.store.delete_key(key)
             report.orphan_files += 1

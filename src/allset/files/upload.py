@@ -542,8 +542,8 @@ class Upload:
             if not ours:
                 return
             for digest in digests:
-                with leases.locked(self.tenant, digest):
-                    if leases.held(self.tenant, digest):  # reused here meanwhile
+                with leases.unheld(self.tenant, digest) as unused_here:
+                    if not unused_here:  # reused here meanwhile
                         continue
                     with self.svc.db.read_conn() as c:
                         committed, _, _, _ = c.execute(
