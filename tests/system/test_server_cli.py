@@ -157,3 +157,40 @@ def test_refuses_storage_outside_france(tmp_path: Path) -> None:
     )
     assert res.returncode == 1
     assert "R-STORE-5" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_maintenance_command_reclaims_what_a_crash_left(server: ServerProcess) -> None:
+    """``allset-server maintenance`` beside the running server does what the server's own
+    loop does: a chunk file no row references (a write whose commit never came) and an
+    abandoned temp file go, on both volumes; a stored file stays readable."""
+    server.cli("tenant", "create", "m", "--quota", "1GiB")
+    server.cli(
+        "user",
+        "create",
+        "--tenant",
+        "m",
+        "o@m.fr",
+        "--role",
+        "owner",
+        "--password-stdin",
+        input="a long enough password\n",
+    )
+    with server.client(auth=("o@m.fr", "a long enough password")) as c:
+        assert c.put("/api/v1/files/kept.bin", content=b"k" * 5000).status_code == 201
+        tenant_id = server.cli_json("tenant", "show", "m")["id"]
+        volumes = sorted(server.data_dir.glob("volumes/*"))
+        assert len(volumes) == 2
+        orphan = hashlib.sha256(b"never committed").hexdigest()
+        for v in volumes:
+            d = v / "chunks" / tenant_id / orphan[:2]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / orphan).write_bytes(b"never committed")
+            (v / "tmp" / "deadboot-1.tmp").write_bytes(b"half")
+        report = server.cli_json("maintenance")
+        assert report["orphan_files"] == 1 and report["temp_files"] == 2
+        for v in volumes:
+            assert not (v / "chunks" / tenant_id / orphan[:2] / orphan).exists()
+            assert not (v / "tmp" / "deadboot-1.tmp").exists()
+        assert c.get("/api/v1/files/kept.bin").content == b"k" * 5000
+        text = server.cli("maintenance").stdout
+        assert "removed 0 orphan and 0 temporary files" in text

@@ -641,19 +641,23 @@ def scrub(ctx: click.Context, repair: bool) -> None:
 @click.pass_context
 @friendly
 def maintenance(ctx: click.Context) -> None:
-    """Purge expired trash and versions now (the server also does it hourly)."""
-    from allset.files.maintenance import purge_expired
+    """Run the server's maintenance now (it also runs it every maintenance interval):
+    purge expired trash and versions, forget expired uploads and WebDAV locks, free the
+    chunks nothing references and the files a crash left. Safe beside a running server:
+    deletions wait for its commits (the interlock) and spare young files (the grace)."""
+    from allset.files.maintenance import run_all
 
     rt = _runtime(ctx)
-    report = purge_expired(rt.files)
-    report.expired_uploads = rt.resumables.expire()
+    report = run_all(rt.files, rt.settings.gc_grace_seconds, rt.resumables)
     _out(
         ctx,
         report.__dict__,
         lambda d: (
             f"purged {d['trashed_purged']} trashed items and {d['versions_purged']} old "
-            f"versions, forgot {d['expired_uploads']} expired unfinished uploads; the running "
-            "server frees their space"
+            f"versions, forgot {d['expired_uploads']} expired unfinished uploads and "
+            f"{d['expired_dav_locks']} expired WebDAV locks, freed {d['chunks_freed']} "
+            f"chunks ({format_size(d['bytes_freed'])}), removed {d['orphan_files']} orphan "
+            f"and {d['temp_files']} temporary files"
         ),
     )
 
