@@ -232,7 +232,7 @@ class Database:
                 with self._writer_file.exclusive() if self._writer_file else nullcontext():
                     # Taken once the other processes' writer is done, not before: the
                     # writers that queued here meanwhile join this group (2 workers,
-                    # 8 small uploads at once: ~1.5 -> ~2.5 per COMMIT).
+                    # 8 small uploads at once: ~1.5 -> ~2 per COMMIT).
                     with self._group_lock:
                         batch, self._group = self._group, []
                     self._run_group(batch)
