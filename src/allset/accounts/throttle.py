@@ -38,6 +38,17 @@ def open_table(path: Path) -> SharedTable:
     return SharedTable.open(path, sets=TABLE_SETS, fields=TABLE_FIELDS)
 
 
+def _plausible(count: float, stamp: float, blocked_until: float, now: float, block: float) -> bool:
+    """Whether a record's values can be ours: the table file is only a hint, written by
+    other processes, so garbage (a count out of range, a time too far ahead, a block
+    longer than any we set) must never block anyone for long; such a record is ignored."""
+    return (
+        0 <= count <= 1e9
+        and stamp <= now + CLOCK_SLACK
+        and (blocked_until <= now + block + CLOCK_SLACK)
+    )
+
+
 class LoginThrottle:
     def __init__(
         self,
@@ -66,16 +77,8 @@ class LoginThrottle:
         return [(self._acct_ip(account, ip), self.free), (ip_key, self.ip_free)]
 
     def _sane(self, record: Values | None, now: float) -> Values | None:
-        """The record, or None when its values cannot be ours (the file is only a
-        hint, written by other processes: never let garbage block anyone for long)."""
-        if record is None:
-            return None
-        failures, blocked_until, last = record
-        if not 0 <= failures <= 1e9 or last > now + CLOCK_SLACK:
-            return None
-        if blocked_until > now + self.max_backoff + CLOCK_SLACK:
-            return None
-        return record
+        failures, blocked_until, last = record or (0.0, 0.0, 0.0)
+        return record if _plausible(failures, last, blocked_until, now, self.max_backoff) else None
 
     def retry_after(self, account: str, ip: str) -> int:
         """Seconds the caller must wait before trying again; 0 when allowed."""
@@ -137,15 +140,8 @@ class GuessThrottle:
         return self.table.key(f"{self.scope}\0ip\0{ip}")
 
     def _sane(self, record: Values | None, now: float) -> Values | None:
-        """As ``LoginThrottle._sane``: values another process wrote, or garbage."""
-        if record is None:
-            return None
-        misses, start, blocked_until = record
-        if not 0 <= misses <= 1e9 or start > now + CLOCK_SLACK:
-            return None
-        if blocked_until > now + self.block + CLOCK_SLACK:
-            return None
-        return record
+        misses, start, blocked_until = record or (0.0, 0.0, 0.0)
+        return record if _plausible(misses, start, blocked_until, now, self.block) else None
 
     def retry_after(self, ip: str) -> int:
         """Seconds this IP must wait; 0 when it is not blocked."""
