@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import mmap
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from allset.blobstore import local
 from allset.blobstore.backend import Backend, ObjectMissing, chunk_key
 from allset.blobstore.local import LocalBackend
 from allset.blobstore.memory import MemoryBackend
@@ -135,3 +139,58 @@ def test_local_put_many_leaves_no_temp_files(tmp_path: Path) -> None:
     b.put_many([(key(bytes([i])), bytes([i])) for i in range(10)])
     assert temp_files(tmp_path / "vol") == []
     assert len(list(b.keys())) == 10
+
+
+def _resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache (mincore(2) on a mapping that touches none)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    with path.open("rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        start = ctypes.c_char.from_buffer(m)  # copy-on-write mapping: nothing is written
+        try:
+            rc = libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(size), vec)
+            assert rc == 0, os.strerror(ctypes.get_errno())
+        finally:
+            del start  # the mapping cannot close while exported
+    return sum(v & 1 for v in vec)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        local.DIRECT_MIN,  # whole blocks only
+        local.DIRECT_MIN + 1,  # a one-byte tail written through the page cache
+        3 * local._PIECE + 4095,  # several bounce pieces and a tail
+        4 * 1024 * 1024 + 12345,  # the chunker's biggest chunk plus a tail
+    ],
+)
+def test_local_big_objects_bypass_the_page_cache_byte_exact(tmp_path: Path, size: int) -> None:
+    """Big chunks go to the device with O_DIRECT (a third of a big PUT's CPU was the
+    kernel copying them into the page cache): the whole blocks stay out of the cache,
+    only the tail's page is cached, and the file is byte-exact, size included."""
+    b = LocalBackend(tmp_path / "vol", "vol")
+    data = os.urandom(size)
+    k = key(data)
+    b.put(k, data)
+    path = tmp_path / "vol" / "chunks" / k.replace("/", f"/{k.split('/')[1][:2]}/", 1)
+    assert path.stat().st_size == size
+    assert _resident_pages(path) <= (1 if size % local._ALIGN else 0)
+    assert b._direct  # the file system took O_DIRECT: it was not silently dropped
+    assert b.get(k) == data
+    assert temp_files(tmp_path / "vol") == []
+
+
+def test_local_many_big_writers_at_once_share_the_bounce_buffers(tmp_path: Path) -> None:
+    """More concurrent writers than bounce buffers: the others go through the page cache,
+    and every object is still exact."""
+    b = LocalBackend(tmp_path / "vol", "vol")
+    datas = [os.urandom(local.DIRECT_MIN + 1000 * i + 7) for i in range(3 * local._BOUNCE_MAX)]
+    threads = [threading.Thread(target=b.put, args=(key(d), d)) for d in datas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(b.get(key(d)) == d for d in datas)
+    assert local._BOUNCE.made <= local._BOUNCE_MAX

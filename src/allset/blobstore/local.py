@@ -7,9 +7,12 @@ progress, on the same file system so that the final rename is atomic.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
+import mmap
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,41 @@ def _new_boot() -> None:
 
 
 os.register_at_fork(after_in_child=_new_boot)
+
+# Objects at least this big are written with O_DIRECT (see ``_write_direct``).
+DIRECT_MIN = 256 * 1024
+_ALIGN = 4096  # offsets, lengths and memory: a multiple of any block size in use
+_PIECE = 256 * 1024  # one aligned bounce buffer; O_DIRECT writes go in pieces of this
+_BOUNCE_MAX = 16  # bounce buffers ever allocated (4 MiB); more writers go buffered
+
+
+class _BouncePool:
+    """Page-aligned buffers for O_DIRECT, made on demand up to ``_BOUNCE_MAX`` and reused:
+    a fresh mmap per chunk cost ~0.6 ms per MiB in page faults, a reused one ~0.07 ms."""
+
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.made = 0
+
+    def take(self) -> mmap.mmap | None:
+        """A free buffer, or None when all are in use (the caller writes buffered)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                if self.made >= _BOUNCE_MAX:
+                    return None
+                self.made += 1
+            # Private: Python's default for anonymous maps is MAP_SHARED, which a forked
+            # child would write into at the same time as its parent.
+            return mmap.mmap(-1, _PIECE, flags=mmap.MAP_PRIVATE)
+
+    def give(self, buf: mmap.mmap) -> None:
+        self._free.put(buf)
+
+
+_BOUNCE = _BouncePool()
 
 
 def _mark_alive(tmp: str) -> None:
@@ -81,6 +119,8 @@ class LocalBackend:
         self._tmp_s = os.fspath(self._tmp)
         self._known_dirs: set[str] = set()
         self._dir_lock = threading.Lock()
+        # False once the file system refused O_DIRECT (tmpfs before Linux 6.6, some FUSE).
+        self._direct = hasattr(os, "O_DIRECT")
 
     def _path(self, key: str) -> str:
         tenant, _, digest = key.partition("/")
@@ -113,9 +153,19 @@ class LocalBackend:
         self._ensure_dir(parent)
         _mark_alive(self._tmp_s)
         tmp = os.path.join(self._tmp_s, f"{_BOOT}-{next(_SEQ)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        direct = self._direct and len(data) >= DIRECT_MIN
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if direct else 0)
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except OSError as exc:
+            if not direct or exc.errno != errno.EINVAL:
+                raise
+            self._direct = direct = False
+            fd = os.open(tmp, flags & ~os.O_DIRECT, 0o600)
         try:
             view = memoryview(data)
+            if direct:
+                view = view[self._write_direct(fd, view) :]
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
@@ -132,6 +182,44 @@ class LocalBackend:
         os.replace(tmp, final)
         # The rename itself is only durable once the containing directory is synced.
         fsync_dir(parent)
+
+    def _write_direct(self, fd: int, view: memoryview) -> int:
+        """Write what O_DIRECT can of ``view`` (its whole 4 KiB blocks) to ``fd``, opened
+        with O_DIRECT at offset 0; return how many bytes were written, the rest being
+        the caller's to write normally. The descriptor is left without O_DIRECT.
+
+        Why: buffered writes of a big upload's chunks cost the kernel ~1.2 ms of CPU per
+        MiB (page-cache copies, page allocation and reclaim, writeback), on two replicas
+        about a third of all the CPU a 512 MiB PUT used on this machine; O_DIRECT hands
+        the pages to the device (dd: 0.63 -> 0.07 s of system time for 512 MiB, and
+        faster). Memory, offsets and lengths must be aligned, so the bytes go through a
+        reused page-aligned buffer. Durability is unchanged: ``put`` still fdatasyncs
+        before the rename (O_DIRECT alone does not flush the device's cache or the
+        file's size and extents)."""
+        whole = len(view) - len(view) % _ALIGN
+        done = 0
+        buf = _BOUNCE.take() if whole else None
+        if buf is not None:
+            try:
+                with memoryview(buf) as aligned:
+                    while done < whole:
+                        n = min(_PIECE, whole - done)
+                        aligned[:n] = view[done : done + n]
+                        try:
+                            written = os.write(fd, aligned[:n])
+                        except OSError as exc:
+                            if exc.errno != errno.EINVAL:
+                                raise
+                            self._direct = False  # not on this file system: never again
+                            break
+                        done += written
+                        if written != n:  # a short write leaves an unaligned offset
+                            break
+            finally:
+                _BOUNCE.give(buf)
+        # The tail (and whatever direct I/O did not take) goes through the page cache.
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        return done
 
     def put_many(self, items: list[tuple[str, bytes | memoryview]]) -> None:
         """``put`` of many objects with one durability barrier per step instead of one

@@ -22,7 +22,12 @@ from allset.core.errors import InvalidInput
 from allset.files.entries import ChunkRef
 
 BLOCK = 1 << 20
-RECEIVE_AHEAD = 2 * BLOCK  # received while the previous block is still being written
+# pump_request: blocks handed to the writing thread, and how much may arrive meanwhile.
+# 1 and 2 MiB made the socket wait for the writer ~0.7 s of a 2.4 s 512 MiB PUT; 2 and
+# 8 MiB cut that to ~0.25 s (A/B, plain HTTP: ~250 -> ~300 MB/s), for 6 MiB more per
+# upload in flight.
+RECEIVE_BLOCK = 2 << 20
+RECEIVE_AHEAD = 8 << 20
 
 
 class Sink(Protocol):
@@ -31,7 +36,7 @@ class Sink(Protocol):
 
 async def pump_request(request: Request, upload: Sink) -> None:
     """Feed the request body into ``upload`` (an Upload, a resumable Appender) in a worker
-    thread, in blocks of at least 1 MiB; never two writes at once.
+    thread, in blocks of at least ``RECEIVE_BLOCK``; never two writes at once.
 
     While a block is being written the next one keeps arriving, up to ``RECEIVE_AHEAD``:
     the worker's time per block varies (a chunk to cut, a replica's fsync to wait for),
@@ -44,7 +49,7 @@ async def pump_request(request: Request, upload: Sink) -> None:
             if not piece:
                 continue
             buf += piece
-            if len(buf) < BLOCK:
+            if len(buf) < RECEIVE_BLOCK:
                 continue
             if pending is not None:
                 if not pending.done() and len(buf) < RECEIVE_AHEAD:
