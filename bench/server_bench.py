@@ -1138,7 +1138,8 @@ def report(result: dict[str, Any]) -> str:
         f"code: {m['revision']}   database: {m['database']}   data dirs under {result['tmp_root']}",
         f"command: {result['command']}",
         "MB = 10^6 bytes. 'a / b / c' = min / median / max over repetitions; "
-        "PUT/GET: random data, warm page cache for GET.",
+        "PUT/GET: random data; each GET reads a file PUT earlier in the run, whose big chunks "
+        "were written with O_DIRECT: read from the disk, not the page cache.",
         "workers = server processes (serve --workers N). 'server' = all of its processes: with "
         "N > 1 the supervisor and its N workers; CPU is their sum.",
         "RSS 'sampled / HWM': the peak of the processes' VmRSS summed at each 50 ms sample (the "

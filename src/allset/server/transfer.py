@@ -68,7 +68,10 @@ async def pump_request(request: Request, upload: Sink) -> None:
             await asyncio.wait([pending])
 
 
-READ_AHEAD = 3  # chunks read and verified in parallel ahead of the socket
+# Chunks read and verified in parallel ahead of the socket. Big chunks are written with
+# O_DIRECT, so a file just uploaded is read from the disk, not the page cache: 3 gave
+# ~580 MB/s for a 512 MiB GET (plain HTTP), 6 ~720 (TLS 400 -> 470-580).
+READ_AHEAD = 6
 SEND_PIECE = 256 * 1024  # TLS encrypts each write into a growing buffer; smaller is faster
 
 

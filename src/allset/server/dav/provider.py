@@ -46,7 +46,7 @@ NS = "urn:allset:dav:"
 SHA256_PROP = "{" + NS + "}sha256"
 QUOTA_PROPS = ("{DAV:}quota-used-bytes", "{DAV:}quota-available-bytes")
 APPLE_MODES = ("allow", "hide", "refuse")
-READ_AHEAD = 2  # chunks fetched (and verified) ahead of the one being sent
+READ_AHEAD = 5  # chunks fetched (and verified) ahead of the one being sent; see transfer
 _READ_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="dav-read")
 
 
