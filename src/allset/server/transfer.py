@@ -23,11 +23,11 @@ from allset.files.entries import ChunkRef
 
 BLOCK = 1 << 20
 # pump_request: blocks handed to the writing thread, and how much may arrive meanwhile.
-# 1 and 2 MiB made the socket wait for the writer ~0.7 s of a 2.4 s 512 MiB PUT; 2 and
-# 8 MiB cut that to ~0.25 s (A/B, plain HTTP: ~250 -> ~300 MB/s), for 6 MiB more per
-# upload in flight.
+# 1 and 2 MiB made the socket wait for the writer ~0.7 s of a 2.4 s 512 MiB PUT. A/B,
+# plain HTTP, 512 MiB: 1/2 MiB ~250 MB/s, 2/4 ~283, 2/8 ~284; peak RSS of a 2 GiB PUT
+# 164-173, 174-180, 187-192 MB (the goal is < 200).
 RECEIVE_BLOCK = 2 << 20
-RECEIVE_AHEAD = 8 << 20
+RECEIVE_AHEAD = 4 << 20
 
 
 class Sink(Protocol):
