@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree
@@ -20,12 +21,13 @@ from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 from wsgidav.lock_man.lock_storage import LockStorageDict
 
-from allset.db.models import DavLock
+from allset.db.models import DavLock, Event, utcnow
+from allset.files import access
 from allset.files.maintenance import expire_dav_locks
 from allset.runtime import Runtime, build_runtime
 from allset.server.app import build_app
 from allset.server.dav.locks import DbLockStorage
-from conftest import Account
+from conftest import Account, problem
 from serverproc import ServerProcess
 
 DISCOVER = b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><lockdiscovery/></prop></propfind>'
@@ -428,3 +430,90 @@ def test_storage_interface_semantics(runtime: Runtime, alice: Account, bob: Acco
     assert mine.delete(top) and mine.get(top) is None and not mine.delete(top)
     mine.clear()
     assert mine.get(inner) is None and mine.get(long) is None
+
+
+# ---- the Client's own view of its locks (REST /api/v1/locks) --------------------------
+def rest_locks(c: TestClient, who: tuple[str, str]) -> list[dict[str, object]]:
+    r = c.get("/api/v1/locks", auth=who)
+    assert r.status_code == 200, r.text
+    locks: list[dict[str, object]] = r.json()["locks"]
+    return locks
+
+
+def test_admins_see_and_break_a_lock_an_editor_left_behind(pair: Pair, alice: Account) -> None:
+    """A member's editor crashed holding a lock: everyone else gets 423 until the owner
+    breaks it through the API (from the other process, too); the member sees only their
+    own locks and cannot break the owner's; tokens are never shown."""
+    a, b, rt = pair.a, pair.b, pair.rt_a
+    member_email, member_pw = "editor@alice.example", "a long enough password"
+    member_id = rt.accounts.create_user(alice.tenant, member_email, "member", member_pw, "t")["id"]
+    member = (member_email, member_pw)
+    assert a.post("/api/v1/mkdir", json={"path": "/team"}, auth=alice.auth).status_code == 201
+    access.set_grant(rt.files, alice.principal, member_id, "/team", "write")
+    assert a.put("/dav/team/plan%20v2.docx", content=b"draft", auth=member).status_code == 201
+    dav(a, "PUT", "/own.txt", alice, content=b"mine")
+    r = a.request(
+        "LOCK",
+        "/dav/team/plan%20v2.docx",
+        content=lockinfo(owner="<href>mailto:editor@alice.example</href>"),
+        headers={"Depth": "0", "Timeout": "Second-3600"},
+        auth=member,
+    )
+    theirs = token_of(r)
+    mine = token_of(lock(a, "/own.txt", alice))
+
+    listed = rest_locks(b, alice.auth)
+    assert {(lk["path"], lk["user"], lk["scope"]) for lk in listed} == {
+        ("/team/plan v2.docx", member_email, "exclusive"),
+        ("/own.txt", alice.email, "exclusive"),
+    }
+    assert next(lk for lk in listed if lk["user"] == member_email)["owner"] == (
+        "mailto:editor@alice.example"
+    )
+    text = b.get("/api/v1/locks", auth=alice.auth).text
+    assert theirs not in text and mine not in text
+    assert [lk["path"] for lk in rest_locks(a, member)] == ["/team/plan v2.docx"]
+    owners_lock = next(lk["id"] for lk in listed if lk["path"] == "/own.txt")
+    members_lock = next(lk["id"] for lk in listed if lk["path"] != "/own.txt")
+    assert problem(a.delete(f"/api/v1/locks/{owners_lock}", auth=member))["status"] == 404
+
+    put = a.put("/dav/team/plan%20v2.docx", content=b"owner's edit", auth=alice.auth)
+    assert put.status_code == 423
+    broken = b.delete(f"/api/v1/locks/{members_lock}", auth=alice.auth)
+    assert broken.status_code == 200, broken.text
+    assert broken.json()["path"] == "/team/plan v2.docx"
+    put = a.put("/dav/team/plan%20v2.docx", content=b"owner's edit", auth=alice.auth)
+    assert put.status_code == 204
+    late = a.put("/dav/team/plan%20v2.docx", content=b"x", auth=member, headers=with_token(theirs))
+    assert late.status_code == 412  # the holder's token is gone
+    assert [lk["path"] for lk in rest_locks(a, alice.auth)] == ["/own.txt"]
+    assert b.delete(f"/api/v1/locks/{members_lock}", auth=alice.auth).status_code == 404
+    with rt.db.read_conn() as c:
+        kinds = c.execute(
+            select(Event.actor, Event.path).where(
+                Event.tenant_id == alice.tenant_id, Event.kind == "lock.break"
+            )
+        ).all()
+    assert [tuple(k) for k in kinds] == [(alice.email, "/team/plan v2.docx")]
+
+
+def test_lock_listing_leaves_out_expired_locks_and_other_clients(
+    pair: Pair, alice: Account, bob: Account
+) -> None:
+    a, rt = pair.a, pair.rt_a
+    for name in ("old.txt", "live.txt"):
+        dav(a, "PUT", f"/{name}", alice, content=b"x")
+    lock(a, "/old.txt", alice)
+    token_of(lock(a, "/live.txt", alice))
+    with rt.db.write_conn() as c:
+        c.execute(
+            update(DavLock)
+            .where(DavLock.tenant_id == alice.tenant_id, DavLock.root == "/old.txt")
+            .values(expires_at=utcnow() - timedelta(seconds=5))
+        )
+    listed = rest_locks(a, alice.auth)
+    assert [lk["path"] for lk in listed] == ["/live.txt"]
+    assert rest_locks(a, bob.auth) == []
+    assert a.delete(f"/api/v1/locks/{listed[0]['id']}", auth=bob.auth).status_code == 404
+    assert [lk["path"] for lk in rest_locks(a, alice.auth)] == ["/live.txt"]
+    assert problem(a.delete("/api/v1/locks/not-a-lock", auth=alice.auth))["status"] == 404

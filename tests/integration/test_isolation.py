@@ -47,9 +47,14 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from allset.server.dav.locks import lock_id
 from conftest import Account, problem
 
 API = "/api/v1"
+LOCKINFO = (
+    b'<?xml version="1.0"?><lockinfo xmlns="DAV:"><lockscope><exclusive/></lockscope>'
+    b"<locktype><write/></locktype><owner>alice-editor</owner></lockinfo>"
+)
 URLSAFE = set(string.ascii_letters + string.digits + "-_")
 
 # Names distinctive enough that finding one in a response cannot be a coincidence.
@@ -84,6 +89,8 @@ class AliceWorld:
     etags: dict[str, str] = field(default_factory=dict)  # file path -> ETag
     link_ids: list[str] = field(default_factory=list)  # public links (R-SHARE-2)
     link_urls: list[str] = field(default_factory=list)
+    lock_ids: list[str] = field(default_factory=list)  # WebDAV locks (/locks)
+    lock_tokens: list[str] = field(default_factory=list)
 
     @property
     def all_ids(self) -> list[str]:
@@ -94,6 +101,7 @@ class AliceWorld:
                 *self.trash_ids,
                 *self.credential_ids,
                 *self.link_ids,
+                *self.lock_ids,
             }
         )
 
@@ -121,6 +129,7 @@ class AliceWorld:
             self.extra_app_password,
             *self.link_urls,
             *(u.rsplit("/", 1)[-1] for u in self.link_urls),
+            *self.lock_tokens,
         ]:
             add(s)
         for sha in self.sha256s:
@@ -222,6 +231,19 @@ def build_alice(client: TestClient, alice: Account) -> AliceWorld:
         made = _ok(client.post(f"{API}/links", json={"path": path}, auth=auth), 201).json()
         w.link_ids.append(made["id"])
         w.link_urls.append(made["url"])
+    # A WebDAV lock of Alice's: its id is listed to her, its token never to anyone else.
+    locked = _ok(
+        client.request(
+            "LOCK",
+            "/dav" + quote(f"/{F_TOP}"),
+            content=LOCKINFO,
+            headers={"Depth": "0", "Timeout": "Second-3600"},
+            auth=auth,
+        )
+    )
+    w.lock_tokens.append(locked.headers["lock-token"].strip("<>"))
+    w.lock_ids = [lk["id"] for lk in _ok(client.get(f"{API}/locks", auth=auth)).json()["locks"]]
+    assert w.lock_ids == [lock_id(w.lock_tokens[0])]
     w.sha256s = sorted(set(w.sha256s))
     w.node_ids = sorted(set(w.node_ids))
     return w
@@ -698,6 +720,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/versions/{path}"): Route(probes=probes_versions_restore),
     ("POST", "/trash/{item_id}/restore"): Route(probes=probes_trash_restore),
     ("DELETE", "/trash/{item_id}"): Route(probes=probes_trash_purge_one),
+    ("GET", "/locks"): Route(own=own_simple("GET", "/locks")),
+    ("DELETE", "/locks/{lock_id}"): Route(
+        probes=lambda w: id_probes(w, "break lock", lambda i: Req("DELETE", f"{API}/locks/{i}"))
+    ),
     ("DELETE", "/auth/credentials/{credential_id}"): Route(probes=probes_revoke),
     ("GET", "/trash"): Route(own=own_simple("GET", "/trash")),
     ("DELETE", "/trash"): Route(own=own_simple("DELETE", "/trash")),

@@ -38,7 +38,7 @@ from allset.server.links.public import MOUNT as LINKS_MOUNT
 from allset.server.links.public import LinksFront
 from allset.server.middleware import ObservabilityMiddleware
 from allset.server.problem import from_error, problem_response
-from allset.server.rest import account, chunks, feed, files, tree, users
+from allset.server.rest import account, chunks, feed, files, locks, tree, users
 from allset.server.transfers import TransferMiddleware, Transfers, open_bucket_table
 from allset.server.tus import MOUNT as TUS_MOUNT
 from allset.server.tus import TusFront
@@ -139,6 +139,7 @@ def build_api(runtime: Runtime) -> FastAPI:
         api.include_router(r)
     api.include_router(users.router)  # R-SHARE-1: the Client's users and their access
     api.include_router(links_api.router)
+    api.include_router(locks.router)  # WebDAV locks a crashed editor left behind
     return api
 
 
