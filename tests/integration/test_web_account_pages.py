@@ -220,6 +220,7 @@ def test_every_form_needs_its_token(client: TestClient, runtime: Runtime, alice:
         ("/admin/invite", {"email": "n@alice.example"}),
         (f"/admin/users/{uid}", {"action": "remove", "confirm": "1"}),
         ("/admin/contact", {"company": "Evil"}),
+        ("/admin/locks", {"lock": "x"}),
         ("/shares", {"path": "/"}),
         ("/shares/x/revoke", {}),
     ]:
@@ -324,6 +325,50 @@ def test_contact_details_validated_and_audited(
     with runtime.db.read() as s:
         t = s.get(Tenant, alice.tenant_id)
         assert t is not None and t.company == "Alice SARL"  # nothing saved
+
+
+def test_admins_break_a_lock_left_behind_from_the_pages(
+    client: TestClient, runtime: Runtime, alice: Account
+) -> None:
+    """A document locked by an editor that crashed: the owner sees who holds it (never the
+    token) and breaks it; then the document can be saved again without the token."""
+    assert client.put("/dav/report.docx", content=b"v1", auth=alice.auth).status_code == 201
+    info = (
+        b'<?xml version="1.0"?><lockinfo xmlns="DAV:"><lockscope><exclusive/></lockscope>'
+        b"<locktype><write/></locktype><owner>Word on PC-7</owner></lockinfo>"
+    )
+    locked = client.request(
+        "LOCK",
+        "/dav/report.docx",
+        content=info,
+        headers={"Timeout": "Second-3600"},
+        auth=alice.auth,
+    )
+    assert locked.status_code == 200, locked.text
+    token = locked.headers["lock-token"].strip("<>")
+    assert client.put("/dav/report.docx", content=b"v2", auth=alice.auth).status_code == 423
+
+    csrf = sign_in(client, alice.email, alice.password)
+    page = client.get("/admin/locks")
+    assert page.status_code == 200
+    assert "/report.docx" in page.text and "Word on PC-7" in page.text
+    assert token not in page.text
+    found = re.search(r'name="lock" value="([0-9a-f]{32})"', page.text)
+    assert found is not None
+    done = client.post("/admin/locks", data={"csrf": csrf, "lock": found[1]})
+    assert done.status_code == 200 and "Verrou levé : /report.docx" in done.text
+    assert "Aucun document n&#39;est verrouillé." in done.text
+    assert client.put("/dav/report.docx", content=b"v2", auth=alice.auth).status_code == 204
+    again = client.post("/admin/locks", data={"csrf": csrf, "lock": found[1]})
+    assert again.status_code == 200 and "Ce verrou n&#39;existe plus" in again.text
+    with runtime.db.read() as s:
+        assert s.query(Event).filter(Event.kind == "lock.break").count() == 1
+
+    runtime.accounts.create_user(alice.tenant, "m@alice.example", "member", NEW_PASSWORD, "t")
+    member_csrf = sign_in(client, "m@alice.example", NEW_PASSWORD)
+    assert client.get("/admin/locks").status_code == 404
+    refused = client.post("/admin/locks", data={"csrf": member_csrf, "lock": found[1]})
+    assert refused.status_code == 404
 
 
 def test_public_links_from_the_pages(

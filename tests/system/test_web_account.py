@@ -237,3 +237,34 @@ def test_contact_details_refuse_a_bad_phone(srv: ServerProcess, browser: Browser
     page.goto("/account")
     shot(page, "account-phone")
     assert page.violations == []  # type: ignore[attr-defined]
+
+
+def test_an_admin_breaks_a_lock_an_editor_left_behind(srv: ServerProcess, browser: Browser) -> None:
+    """Word crashed holding a lock on a shared document: the owner finds it on a phone,
+    sees who holds it and breaks it; the document can then be saved without the token."""
+    who = owner(srv, "verrous")
+    info = (
+        b'<?xml version="1.0"?><lockinfo xmlns="DAV:"><lockscope><exclusive/></lockscope>'
+        b"<locktype><write/></locktype><owner>Word sur PC-7</owner></lockinfo>"
+    )
+    with srv.client(auth=(who, PASSWORD)) as dav:
+        assert dav.put("/dav/Devis%202026.docx", content=b"v1").status_code == 201
+        locked = dav.request(
+            "LOCK", "/dav/Devis%202026.docx", content=info, headers={"Timeout": "Second-3600"}
+        )
+        assert locked.status_code == 200, locked.text
+        assert dav.put("/dav/Devis%202026.docx", content=b"v2").status_code == 423
+
+        page = new_page(browser, srv, PHONE)
+        sign_in(page, who)
+        page.goto("/admin")
+        page.get_by_role("link", name="Verrous WebDAV").click()
+        row = page.get_by_role("row").filter(has_text="/Devis 2026.docx")
+        expect(row).to_contain_text(who)
+        expect(row).to_contain_text("Word sur PC-7")
+        shot(page, "admin-locks-phone")
+        row.get_by_role("button", name="Lever le verrou").click()
+        expect(page.get_by_role("status").first).to_contain_text("Verrou levé : /Devis 2026.docx")
+        expect(page.get_by_text("Aucun document n'est verrouillé.")).to_be_visible()
+        assert dav.put("/dav/Devis%202026.docx", content=b"v2").status_code == 204
+    assert page.violations == []  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from allset.core.errors import (
 from allset.core.principal import Principal
 from allset.files import access
 from allset.mail import Mailer, MailFailed
+from allset.server.dav.locks import break_lock, client_locks
 from allset.server.web import share_pages
 from allset.server.web.account_pages import base_url
 from allset.server.web.i18n import register
@@ -183,6 +184,27 @@ register(
         "admin.contact.bad": (
             "Coordonnées refusées : {detail} Rien n'a été enregistré.",
             "Contact details refused: {detail} Nothing was saved.",
+        ),
+        "admin.locks": ("Verrous WebDAV", "WebDAV locks"),
+        "admin.locks.help": (
+            "Un éditeur (Word, LibreOffice…) qui a planté garde son verrou jusqu'à son "
+            "échéance, et les autres ne peuvent plus enregistrer le document. Lever le "
+            "verrou rend la main aux autres ; l'éditeur qui le tenait ne pourra plus "
+            "enregistrer sans rouvrir le document.",
+            "An editor (Word, LibreOffice…) that crashed keeps its lock until it expires, "
+            "and nobody else can save the document meanwhile. Breaking the lock lets the "
+            "others save; the editor that held it must open the document again to save.",
+        ),
+        "admin.locks.none": ("Aucun document n'est verrouillé.", "No document is locked."),
+        "admin.locks.path": ("Document", "Document"),
+        "admin.locks.user": ("Verrouillé par", "Locked by"),
+        "admin.locks.since": ("Depuis", "Since"),
+        "admin.locks.until": ("Échéance", "Expires"),
+        "admin.locks.break": ("Lever le verrou", "Break the lock"),
+        "admin.locks.broken": ("Verrou levé : {path}", "Lock broken: {path}"),
+        "admin.locks.gone": (
+            "Ce verrou n'existe plus : il a été libéré ou il a expiré.",
+            "That lock is gone: it was released or has expired.",
         ),
     }
 )
@@ -398,6 +420,27 @@ def routes(front: WebFront) -> list[BaseRoute]:
         key = "admin.contact.saved" if saved["changed"] else "admin.contact.unchanged"
         return front.done("/admin/contact", ctx.t(key))
 
+    # ---- WebDAV locks left behind (the same decisions as /api/v1/locks) -------------
+    async def locks(request: Request) -> Response:
+        ctx, away = await manager(request)
+        if away is not None:
+            return away
+        held = await run_in_threadpool(client_locks, rt.db, who(ctx))
+        return front.render(ctx, "admin_locks.html", 200, locks=held)
+
+    async def lock_break(request: Request) -> Response:
+        ctx, away = await manager(request)
+        if away is not None:
+            return away
+        fields = await front.form(ctx)
+        if fields is None:
+            return front.csrf_refused(ctx)
+        try:
+            broken = await run_in_threadpool(break_lock, rt.db, who(ctx), fields.get("lock", ""))
+        except NotFound:
+            return front.done("/admin/locks", ctx.t("admin.locks.gone"), "error")
+        return front.done("/admin/locks", ctx.t("admin.locks.broken", path=broken["path"]))
+
     # Public links are everyone's (members share what they may read), not admin-only;
     # their pages live in share_pages and are mounted here so that app.py's list of
     # areas stays as it is while several people edit it.
@@ -409,4 +452,6 @@ def routes(front: WebFront) -> list[BaseRoute]:
         Route("/admin/users/{uid}", user_action, methods=["POST"]),
         Route("/admin/contact", contact, methods=["GET"]),
         Route("/admin/contact", contact_save, methods=["POST"]),
+        Route("/admin/locks", locks, methods=["GET"]),
+        Route("/admin/locks", lock_break, methods=["POST"]),
     ]
