@@ -218,3 +218,35 @@ def test_get_resumes_from_a_partial_download(server: ServerProcess, tmp_path: Pa
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["fetched"] <= 4 * 1024 * 1024 + 1
     assert dest.read_bytes() == bytes(edited)
+
+
+def test_locks_and_unlock_a_document_an_editor_left_behind(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """``allset locks`` shows who holds a WebDAV lock (never its token); ``allset unlock``
+    breaks it and the document can be saved again; an unknown id is a clear error."""
+    cfg = signed_in(server, tmp_path, "lockco")
+    info = (
+        b'<?xml version="1.0"?><lockinfo xmlns="DAV:"><lockscope><exclusive/></lockscope>'
+        b"<locktype><write/></locktype><owner>LibreOffice on laptop</owner></lockinfo>"
+    )
+    with server.client(auth=("me@lockco.example", PASSWORD)) as dav:
+        assert dav.put("/dav/budget.ods", content=b"v1").status_code == 201
+        locked = dav.request("LOCK", "/dav/budget.ods", content=info)
+        assert locked.status_code == 200, locked.text
+        token = locked.headers["lock-token"].strip("<>")
+        assert allset(cfg, "locks").stdout.strip() != "No locks."
+        listed = json.loads(allset(cfg, "locks", "--json").stdout)
+        assert [(x["path"], x["owner"]) for x in listed] == [
+            ("/budget.ods", "LibreOffice on laptop")
+        ]
+        human = allset(cfg, "locks")
+        assert "/budget.ods" in human.stdout and token not in human.stdout + human.stderr
+        assert dav.put("/dav/budget.ods", content=b"v2").status_code == 423
+        done = allset(cfg, "unlock", listed[0]["id"])
+        assert done.returncode == 0 and "unlocked /budget.ods" in done.stdout, done.stderr
+        assert dav.put("/dav/budget.ods", content=b"v2").status_code == 204
+    again = allset(cfg, "unlock", listed[0]["id"])
+    assert again.returncode != 0 and "No such lock" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert allset(cfg, "locks").stdout.strip() == "No locks."

@@ -507,5 +507,36 @@ def share_revoke(link_id: str, as_json: bool) -> None:
     _out(as_json, done, lambda d: f"revoked {d['id']}")
 
 
+# ---- WebDAV locks an editor left behind -------------------------------------------------
+def _lock_line(x: dict[str, Any]) -> str:
+    by = x["user"] + (f" ({x['owner']})" if x.get("owner") and x["owner"] != x["user"] else "")
+    return f"{x['id']}  {x['path']}  locked by {by}  until {x['expires_at']}"
+
+
+@main.command()
+@json_option
+@friendly
+def locks(as_json: bool) -> None:
+    """WebDAV locks you may see (owners and admins: the whole Client's; members: theirs)."""
+    prof = profiles.load()
+    with prof.client() as http:
+        held = check_response(http.get(f"{API}/locks"), "listing locks")["locks"]
+    _out(as_json, held, lambda xs: "\n".join(_lock_line(x) for x in xs) or "No locks.")
+
+
+@main.command()
+@click.argument("lock_id")
+@json_option
+@friendly
+def unlock(lock_id: str, as_json: bool) -> None:
+    """Break a lock an editor left behind (its ID from ``allset locks``): the document can
+    be saved again; the editor holding it must open it again to save."""
+    prof = profiles.load()
+    with prof.client() as http:
+        url = f"{API}/locks/{quote(lock_id, safe='')}"
+        done = check_response(http.delete(url), "breaking the lock")
+    _out(as_json, done, lambda d: f"unlocked {d['path']}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
