@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session
 from allset.accounts.hashing import DUMMY_HASH, hash_secret, verify_secret
 from allset.accounts.throttle import GuessThrottle, LoginThrottle
 from allset.core.errors import AllsetError, Gone, InvalidInput, NotFound, TooManyAttempts
-from allset.core.ids import is_id, new_id
+from allset.core.ids import is_id, new_id, new_secret
 from allset.core.paths import RemotePath, normalise_name, parse_path
 from allset.core.principal import Principal
 from allset.core.shared_table import SharedTable
@@ -58,7 +58,7 @@ from allset.observability import REGISTRY
 
 log = logging.getLogger("allset.links")
 
-TOKEN_CHARS = 32  # secrets.token_urlsafe(24): 192 random bits
+TOKEN_CHARS = 32  # new_secret(24): ~192 random bits
 HINT_CHARS = 6
 ACCESS_SECONDS = 3600  # a password-unlocked link stays unlocked this long (cookie)
 GUESS_WINDOW = 60.0  # R-SHARE-3: more than GUESS_LIMIT misses per IP in this window...
@@ -236,7 +236,7 @@ class LinkService:
             raise InvalidInput(f"{rp} is a file; a drop link (upload only) needs a folder.")
         if drop and max_downloads is not None:
             raise InvalidInput("A drop link receives files; max_downloads does not apply.")
-        token = secrets.token_urlsafe(24)
+        token = new_secret(24)  # never starts with "-": operators paste it on a command line
         link = Link(
             id=new_id(),
             tenant_id=p.tenant_id,
