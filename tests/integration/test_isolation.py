@@ -47,7 +47,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from allset.server.dav.locks import lock_id
+from allset.files.locks import lock_id
 from conftest import Account, problem
 
 API = "/api/v1"

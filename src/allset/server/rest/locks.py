@@ -3,7 +3,7 @@
 An editor that crashes, or a laptop closed mid-edit, keeps its lock until the lock's
 timeout (Office asks for an hour, some clients for weeks): meanwhile everyone else gets
 423 on that document. Owners and admins see and break every lock of their Client, a
-member their own. Rendering only: who may see what is decided in ``server.dav.locks``.
+member their own. Rendering only: who may see what is decided in ``files.locks``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from allset.core.principal import Principal
-from allset.server.dav.locks import break_lock, client_locks
+from allset.files.locks import break_lock, client_locks
 from allset.server.rest.deps import principal, runtime
 
 router = APIRouter(tags=["locks"])

@@ -30,8 +30,8 @@ from allset.core.errors import (
 )
 from allset.core.principal import Principal
 from allset.files import access
+from allset.files.locks import break_lock, client_locks
 from allset.mail import Mailer, MailFailed
-from allset.server.dav.locks import break_lock, client_locks
 from allset.server.web import share_pages
 from allset.server.web.account_pages import base_url
 from allset.server.web.i18n import register
