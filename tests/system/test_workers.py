@@ -72,6 +72,14 @@ def test_two_workers_serve_one_data_dir(two_workers: ServerProcess) -> None:
     assert srv.proc is not None
     workers = children(srv.proc.pid)
     assert len(workers) == 2, workers
+    # Initialised by a child process, its outcome still shown once by the supervisor...
+    assert srv.fingerprint and srv.operator_password
+    # ...which holds none of the database, the store or the web app: native modules each
+    # of them loads, looked for among what the process has mapped.
+    supervisor_maps = Path(f"/proc/{srv.proc.pid}/maps").read_text()
+    for native in ("sqlalchemy", "pydantic_core", "_argon2_cffi", "fastcdc", "uvloop"):
+        assert native not in supervisor_maps, f"the supervisor loaded {native}"
+    assert any(native in Path(f"/proc/{w}/maps").read_text() for w in workers)
     auth = srv.make_account("wk", "owner@wk.example")
     with srv.client(auth=auth) as c:
         assert c.post("/api/v1/mkdir", json={"path": "/w"}).status_code == 201

@@ -2,12 +2,17 @@
 
 Errors are printed as one line naming the fix, never a traceback; exit status 2 for
 usage errors, 1 for refused operations.
+
+The database, the store and the web app are imported inside the commands that use them,
+never at the top: the supervisor of ``serve --workers N`` is this module too, lives as
+long as the server and should hold only what supervising needs (about 30 MB, not 80).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import socket
@@ -15,14 +20,13 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from allset.accounts.audit import Audit
 from allset.core.errors import AllsetError
 from allset.core.units import format_size, parse_rate, parse_size
-from allset.server.control import ask_all
 from allset.settings import Settings, load_settings
 
 P = ParamSpec("P")
@@ -192,12 +196,14 @@ def serve(
 ) -> None:
     """Serve HTTPS (initialising an empty data directory first)."""
     from allset.observability import configure_logging
-    from allset.runtime import initialise
     from allset.server.workers import Supervisor, listeners, worker_command
 
     settings = _settings(ctx, host=host, port=port, plain_http=plain_http, workers=workers)
     configure_logging(settings.log_json, settings.log_level)
-    result = initialise(settings)
+    if settings.workers == 1:  # this process serves: it may as well initialise
+        from allset.runtime import initialise
+
+        result: Any = initialise(settings)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -224,7 +230,7 @@ def serve(
         sys.stdout.flush()
         _serve_on(settings, sock, None)
         return
-    _startup_maintenance(settings)  # before any worker takes an upload
+    result = _startup_maintenance(settings)  # before any worker takes an upload
     socks = listeners(sock, settings.workers)
     _print_init(result, f"{scheme}://{shown_host}:{actual_port}/ ({settings.workers} workers)")
     sys.stdout.flush()
@@ -251,16 +257,22 @@ def serve_worker(ctx: click.Context, fd: int, index: int, plain_http: bool | Non
     _serve_on(settings, socket.socket(fileno=fd), index)
 
 
-def _startup_maintenance(settings: Settings) -> None:
-    """What a single server does when it starts (reclaim what a crash left behind), done
-    once for all the workers before they start, in a process of its own: the supervisor
-    stays small (a runtime it built would stay in its memory for the server's life)."""
+def _startup_maintenance(settings: Settings) -> SimpleNamespace:
+    """What a single server does when it starts (initialise the data dir, reclaim what a
+    crash left behind), done once for all the workers before they start, in a process of
+    its own: the supervisor stays small (the database, the store and the app it would
+    import, ~50 MB, would stay in its memory for the server's life). Returns the
+    initialisation's outcome, which the child prints as JSON on its stdout (the operator's
+    one-time password goes through that pipe, never a command line or a file)."""
     import subprocess
 
     argv = [sys.executable, "-m", "allset.cli.server", "--data", str(settings.data_dir)]
-    done = subprocess.run([*argv, "startup-maintenance"], check=False)
+    done = subprocess.run(
+        [*argv, "startup-maintenance"], check=False, stdout=subprocess.PIPE, text=True
+    )
     if done.returncode != 0:
-        _fail("the startup maintenance failed (see the log above); not starting the workers.")
+        _fail("the server could not initialise or clean up its data dir (see above); not starting.")
+    return SimpleNamespace(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 @main.command("startup-maintenance", hidden=True)
@@ -268,13 +280,16 @@ def _startup_maintenance(settings: Settings) -> None:
 @click.pass_context
 @friendly
 def startup_maintenance(ctx: click.Context) -> None:
-    """For ``serve --workers``: the maintenance a server runs when it starts."""
+    """For ``serve --workers``: initialise, then the maintenance a server runs when it
+    starts; the initialisation's outcome as one JSON line on stdout, for the supervisor."""
     from allset.files.maintenance import run_all
     from allset.observability import configure_logging
+    from allset.runtime import build_runtime, initialise
 
     settings = _settings(ctx)
     configure_logging(settings.log_json, settings.log_level)
-    runtime = _runtime(ctx)
+    init = initialise(settings)
+    runtime = build_runtime(settings)
     try:
         report = run_all(runtime.files, settings.gc_grace_seconds, runtime.resumables)
         logging.getLogger("allset.workers").info(
@@ -282,6 +297,7 @@ def startup_maintenance(ctx: click.Context) -> None:
         )
     finally:
         runtime.close()
+    click.echo(json.dumps(dataclasses.asdict(init)))
 
 
 def _serve_on(settings: Settings, sock: socket.socket, index: int | None) -> None:
@@ -413,6 +429,8 @@ def tenant_limit(ctx: click.Context, name: str, bandwidth: str, quota: str | Non
     if quota:
         t = rt.accounts.set_quota(name, parse_size(quota), actor="operator-cli")
     # A running server applies it to transfers in progress now, not in 10 s.
+    from allset.server.control import ask_all
+
     ask_all(rt.settings.control_socket, {"cmd": "reload", "tenant_id": t["id"]})
     _out(ctx, t, _tenant_line)
 
@@ -448,6 +466,8 @@ def transfers() -> None:
 
 def _ask_server(ctx: click.Context, request: dict[str, Any]) -> dict[str, Any]:
     settings = _settings(ctx)
+    from allset.server.control import ask_all
+
     answer = ask_all(settings.control_socket, request)
     if answer is None:
         _fail(
@@ -498,6 +518,8 @@ def transfers_interrupt(ctx: click.Context, tenant_name: str) -> None:
     tenant_id = rt.accounts.get_tenant(tenant_name)["id"]
     answer = _ask_server(ctx, {"cmd": "interrupt", "tenant_id": tenant_id})
     # R-OPS-4: an interrupt changes no row, so it is recorded here, as the console does.
+    from allset.accounts.audit import Audit
+
     Audit(rt.db).record(
         tenant_id, "operator-cli", "transfers.interrupt", {"count": answer.get("interrupted")}
     )
