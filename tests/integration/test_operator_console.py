@@ -152,6 +152,54 @@ def test_operator_suspends_throttles_and_the_user_is_told_why(
     assert client.get("/operator/clients/nobody").status_code == 404
 
 
+def test_the_clients_list_is_paged_and_searched_in_any_case(
+    runtime: Runtime, client: TestClient
+) -> None:
+    """118 Clients more: pages of 50 by name, links that keep the search, a search that
+    folds non-ASCII case ("ÉTUDES" finds "Études"), stale or garbage page numbers."""
+    operator_session(runtime, client)
+    for i in range(118):
+        runtime.accounts.create_tenant(
+            f"c{i:03d}",
+            quota=1 << 30,
+            bandwidth=10**6,
+            company="Études Dupont SA" if i % 2 == 0 else f"Firm {i}",
+            contact_email=f"boss{i}@c{i:03d}.example",
+        )
+    everyone = sorted(t["name"] for t in runtime.accounts.list_tenants())
+    assert len(everyone) >= 118
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'<td><a href="/operator/clients/([^"]+)"', html.split("<main")[1])
+
+    def link(html: str, rel: str) -> str | None:
+        m = re.search(rf'<a rel="{rel}" href="([^"]+)"', html)
+        return m.group(1).replace("&amp;", "&") if m else None
+
+    pages, html = [], client.get("/operator").text
+    for _ in range(10):
+        pages.append(names(html))
+        nxt = link(html, "next")
+        if nxt is None:
+            break
+        html = client.get(nxt).text
+    assert [len(p) for p in pages[:-1]] == [50] * (len(pages) - 1)
+    assert [n for p in pages for n in p] == everyone  # every Client once, in order
+    assert link(html, "prev") is not None and f"sur {len(everyone)}" in html
+    assert names(client.get("/operator?page=999").text) == pages[-1]  # clamped to the last
+    for garbage in ("abc", "-1", "0", "1e9", "99999999999999999999"):
+        assert names(client.get("/operator", params={"page": garbage}).text) == pages[0]
+
+    students = sorted(f"c{i:03d}" for i in range(0, 118, 2))
+    html = client.get("/operator", params={"q": "ÉTUDES dupont"}).text
+    assert names(html) == students[:50] and link(html, "prev") is None
+    nxt = link(html, "next")
+    assert nxt is not None and "q=" in nxt  # the search is kept from page to page
+    assert names(client.get(nxt).text) == students[50:]
+    assert names(client.get("/operator", params={"q": "BOSS7@C007"}).text) == ["c007"]
+    assert names(client.get("/operator", params={"q": "%"}).text) == []
+
+
 def test_link_takedown_from_the_console(
     runtime: Runtime, client: TestClient, alice: Account
 ) -> None:

@@ -207,6 +207,33 @@ class Accounts:
         with self.db.read() as s:
             return [tenant_view(t) for t in s.scalars(select(Tenant).order_by(Tenant.name))]
 
+    def find_tenants(
+        self, query: str = "", offset: int = 0, limit: int = 50
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the Clients (by name) that match ``query`` in their name, company,
+        contact name or email, ignoring case; and how many match in all.
+
+        The match is made here rather than in SQL: SQLite's ``lower()``, and PostgreSQL's
+        on a database created with the C locale, fold only ASCII, and an operator typing
+        "études" must find "ÉTUDES SA". Only the four searched columns of every Client are
+        read for it (a few hundred bytes each), then the page's rows."""
+        offset, limit = max(0, offset), max(1, limit)
+        with self.db.read() as s:
+            if not query.strip():
+                total = s.scalar(select(func.count()).select_from(Tenant)) or 0
+                page = s.scalars(select(Tenant).order_by(Tenant.name).offset(offset).limit(limit))
+                return [tenant_view(t) for t in page], total
+            needle = query.strip().casefold()
+            searched = (_T.id, _T.name, _T.company, _T.contact_name, _T.contact_email)
+            matching = [
+                row.id
+                for row in s.execute(select(*searched).order_by(_T.name))
+                if any(needle in (value or "").casefold() for value in row[1:])
+            ]
+            ids = matching[offset : offset + limit]
+            page = s.scalars(select(Tenant).where(_T.id.in_(ids)).order_by(Tenant.name))
+            return [tenant_view(t) for t in page], len(matching)
+
     def set_bandwidth(
         self, name: str, up: int, down: int, actor: str, reason: str = ""
     ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Client's file names (R-STORE-6): live transfers show their protocol, not their p
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +28,10 @@ from allset.server.web.usage_pages import period, usage_view
 
 if TYPE_CHECKING:
     from allset.server.web.app import Ctx, WebFront
+
+CLIENTS_PER_PAGE = 50
+"""Rows of the Clients list: a service with thousands of Clients gets pages, not one
+table that takes seconds to render and scroll."""
 
 register(
     {
@@ -46,6 +50,9 @@ register(
         ),
         "operator.search.submit": ("Rechercher", "Search"),
         "operator.none": ("Aucun Client ne correspond.", "No Client matches."),
+        "operator.shown": ("Clients {first} à {last} sur {n}", "Clients {first}–{last} of {n}"),
+        "operator.prev": ("Page précédente", "Previous page"),
+        "operator.next": ("Page suivante", "Next page"),
         "operator.company": ("Société", "Company"),
         "operator.contact": ("Contact", "Contact"),
         "operator.bandwidth": ("Débit", "Bandwidth"),
@@ -213,22 +220,36 @@ def routes(front: WebFront) -> list[BaseRoute]:
         if away is not None:
             return away
         q = request.query_params.get("q", "").strip()[:200]
-        tenants = await run_in_threadpool(accounts.list_tenants)
-        if q:
-            needle = q.lower()
-            tenants = [
-                t
-                for t in tenants
-                if any(
-                    needle in str(t.get(k) or "").lower()
-                    for k in ("name", "company", "contact_name", "contact_email")
-                )
-            ]
+        raw_page = request.query_params.get("page", "1")
+        page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 7 else 1
+        page = max(1, page)
+        tenants, total = await run_in_threadpool(
+            accounts.find_tenants, q, (page - 1) * CLIENTS_PER_PAGE, CLIENTS_PER_PAGE
+        )
+        last = max(1, -(-total // CLIENTS_PER_PAGE))
+        if page > last:  # a stale link (Clients were deleted): the last page there is
+            page = last
+            tenants, total = await run_in_threadpool(
+                accounts.find_tenants, q, (page - 1) * CLIENTS_PER_PAGE, CLIENTS_PER_PAGE
+            )
         for t in tenants:
             t["percent"] = (
                 min(100, round(100 * t["used_bytes"] / t["quota_bytes"])) if t["quota_bytes"] else 0
             )
-        return front.render(ctx, "operator.html", tenants=tenants, q=q)
+
+        def page_href(n: int) -> str:
+            return "/operator?" + urlencode({**({"q": q} if q else {}), "page": n})
+
+        first = (page - 1) * CLIENTS_PER_PAGE + 1
+        return front.render(
+            ctx,
+            "operator.html",
+            tenants=tenants,
+            q=q,
+            shown=ctx.t("operator.shown", first=first, last=first + len(tenants) - 1, n=total),
+            prev_href=page_href(page - 1) if page > 1 else "",
+            next_href=page_href(page + 1) if page < last else "",
+        )
 
     async def client(request: Request) -> Response:
         ctx, away = await operator_ctx(request)
