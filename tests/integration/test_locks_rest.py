@@ -9,10 +9,12 @@ No silent overwrite of a document open in an editor (R-SHARE-1, R-STORE-7)."""
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -317,3 +319,20 @@ def test_openapi_declares_423_on_writes(client: TestClient) -> None:
         ("/trash/{item_id}/restore", "post"),
     ):
         assert "423" in paths[path][method]["responses"], (path, method)
+
+
+def test_a_name_locked_in_nfd_is_found_from_its_nfc_name(world: World) -> None:
+    """macOS spells URLs in NFD; WsgiDAV keeps the lock's root as spelled, the API has
+    the NFC name (core/paths.py): the lock must still hold."""
+    w = world
+    nfc = "/team/été.txt"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert w.c.put(f"/api/v1/files{quote(nfc)}", content=b"v1", auth=w.owner).status_code == 201
+    token = dav_lock(w.c, quote(nfd), w.owner)
+    r = w.c.put(f"/api/v1/files{quote(nfc)}", content=b"x", auth=w.member)
+    body = assert_locked(r, nfc, user=None)
+    assert body["path"] == nfc
+    ok = w.c.put(
+        f"/api/v1/files{quote(nfc)}", content=b"v2", auth=w.owner, headers=with_token(token)
+    )
+    assert ok.status_code == 201, ok.text

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -302,14 +303,26 @@ def check_write(
     probe = _PROBE_SQLITE if conn.dialect.name == "sqlite" else _PROBE_PG
     if not probe.run(conn, {"tenant_id": p.tenant_id, "now": now}).scalar():
         return []
-    url = root_of(path)
-    locks = locks_around(conn, p.tenant_id, url, below=subtree, now=now)
     depth = "infinity" if subtree else "0"
-    hrefs = write_conflicts(locks, url, depth, proof.tokens, p.email, below_passes=True)
-    if hrefs:
-        blocking = next(lk for lk in locks if lk["root"] == hrefs[0])
-        raise locked_error(p, path, blocking)
-    return [lk for lk in locks if lk["root"] == url or is_child_url(url, lk["root"])]
+    passed: list[Lock] = []
+    for url in spellings(path):
+        locks = locks_around(conn, p.tenant_id, url, below=subtree, now=now)
+        hrefs = write_conflicts(locks, url, depth, proof.tokens, p.email, below_passes=True)
+        if hrefs:
+            blocking = next(lk for lk in locks if lk["root"] == hrefs[0])
+            raise locked_error(p, path, blocking, url)
+        passed += [lk for lk in locks if lk["root"] == url or is_child_url(url, lk["root"])]
+    return passed
+
+
+def spellings(path: RemotePath) -> list[str]:
+    """The lock roots ``path`` may have been locked under. Names are stored NFC
+    (core/paths.py), but WsgiDAV keeps a lock's root as the client spelled the URL, and
+    macOS sends NFD: a document Finder or a Mac editor locked would otherwise not be
+    found from the API's NFC path."""
+    nfc = root_of(path)
+    nfd = root_of(RemotePath(tuple(unicodedata.normalize("NFD", n) for n in path.parts)))
+    return [nfc] if nfd == nfc else [nfc, nfd]
 
 
 def release_passed(conn: Connection, tenant_id: str, passed: list[Lock]) -> None:
@@ -321,19 +334,20 @@ def release_passed(conn: Connection, tenant_id: str, passed: list[Lock]) -> None
         conn.execute(delete(DavLock).where(_L.tenant_id == tenant_id, _L.token.in_(tokens)))
 
 
-def locked_error(p: Principal, path: RemotePath, lock: Lock) -> ResourceLocked:
+def locked_error(p: Principal, path: RemotePath, lock: Lock, url: str) -> ResourceLocked:
     """The 423 for a write refused by ``lock``: which path is locked, by whom (the
     ``<owner>`` its client wrote; the account too when ``p`` may see it, as in
     ``client_locks``), until when, the lock's id, and what to do. Only ever a lock of
-    ``p``'s own Client (the query is scoped to it: R-STORE-3)."""
-    locked_path = unquote(lock["root"]) or "/"
+    ``p``'s own Client (the query is scoped to it: R-STORE-3). ``url``: the spelling of
+    ``path`` the lock was found under."""
+    locked_path = unicodedata.normalize("NFC", unquote(lock["root"])) or "/"
     owner = _owner_text(lock["owner"])
     user = lock["principal"] if (p.role in MANAGERS or p.email == lock["principal"]) else None
     holder = owner or user or "a WebDAV client"
     until = datetime.fromtimestamp(lock["expire"], UTC)
     if locked_path == str(path):
         what = f"{path} is locked"
-    elif is_child_url(lock["root"], root_of(path)):
+    elif is_child_url(lock["root"], url):
         what = f"{path} is inside {locked_path}, which is locked"
     else:
         what = f"{path} contains {locked_path}, which is locked"
