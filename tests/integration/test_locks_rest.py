@@ -4,7 +4,7 @@ REST write path is tried. Without the lock's token it is 423 problem+json naming
 lock, and nothing changed (content, versions, listing); the holder with its token
 passes; another user of the same Client with the token does not; after UNLOCK, or
 once the lock expired, anyone may write; another Client is untouched and sees nothing.
-No silent overwrite of a document open in an editor (R-SHARE-1, R-STORE-7)."""
+No silent overwrite of a document open in an editor (R-SHARE-1, R-STORE-2)."""
 
 from __future__ import annotations
 
@@ -164,6 +164,16 @@ OPS: dict[str, tuple[str, Op]] = {
     "trash-restore-inside": (
         "folder",
         lambda w, a, h: w.c.post(f"/api/v1/trash/{w.trashed}/restore", auth=a, headers=h),
+    ),
+    "delete-locked-folder": (
+        "folder",
+        lambda w, a, h: w.c.delete("/api/v1/files/team/sub", auth=a, headers=h),
+    ),
+    "move-locked-folder": (
+        "folder",
+        lambda w, a, h: w.c.post(
+            "/api/v1/move", json={"from": "/team/sub", "to": "/team/moved"}, auth=a, headers=h
+        ),
     ),
     "delete-folder": (
         "below",

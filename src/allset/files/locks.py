@@ -12,8 +12,10 @@ Three parts, all about the rows of ``dav_locks`` (one Client's, R-STORE-3):
   tus, public upload links, and through the API the Software) asks it, in the
   transaction that commits the write, whether a live lock forbids the write. A
   document someone has open in Word or LibreOffice is not overwritten, deleted or moved
-  behind their back by another user or program (no silent overwrite of a colleague's
-  work: R-SHARE-1, R-STORE-7); the answer is 423 naming the lock and what to do.
+  behind their back by another user or program: the users a Client lets into its space
+  work on the same files (R-SHARE-1) through the Software, the web and WebDAV alike
+  (R-STORE-2), so a lock taken through one must hold through all, or a colleague's
+  work is silently overwritten. The answer is 423 naming the lock and what to do.
 - **The Client's view** (``client_locks``, ``break_lock``): who may see and break which
   lock (REST ``/api/v1/locks``, the page ``/admin/locks``), and the audit event.
 """

@@ -403,8 +403,9 @@ class Upload:
             raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(entry_of(node, rp).etag if node else None, self.if_match, self.if_none_match)
         # A document open in an editor (a live WebDAV lock) is not overwritten by anyone
-        # else; checked here, in the commit's own transaction, so a LOCK granted while the
-        # bytes travelled cannot slip in between check and commit (files/locks.py).
+        # else (R-SHARE-1, R-STORE-2); checked here, in the commit's own transaction, so a
+        # LOCK granted while the bytes travelled cannot slip in between check and commit
+        # (files/locks.py).
         check_write(c, p, self.locks, rp)
         # Which of our chunks are new to this Client? Only those are charged. Insert-or-
         # ignore tells in one statement (no SELECT first): a concurrent upload of the
