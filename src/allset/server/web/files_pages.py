@@ -207,10 +207,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "err.locked": (
         "{path} est verrouillé par {holder} jusqu'au {until} UTC : le document est ouvert "
         "dans un éditeur (Word, LibreOffice…). Fermez le document ou attendez ; un "
-        "propriétaire ou un administrateur peut lever le verrou (Administration → Verrous).",
+        "propriétaire ou un administrateur peut lever le verrou (Administration → Verrous "
+        "WebDAV).",
         "{path} is locked by {holder} until {until} UTC: the document is open in an editor "
         "(Word, LibreOffice…). Close the document or wait; an owner or admin can break the "
-        "lock (Admin → Locks).",
+        "lock (Admin → WebDAV locks).",
     ),
     "lock.someone": ("un éditeur WebDAV", "a WebDAV editor"),
     "err.other": ("L'opération a échoué : {detail}", "That did not work: {detail}"),
