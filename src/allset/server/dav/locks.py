@@ -41,8 +41,11 @@ its siblings serve the same locks. A lock whose client vanished goes at its time
 up.
 
 Not shared: WsgiDAV's guard against a LOCK granted while a PUT of the same file is still
-receiving its body (``LockManager._active_writes``, CWE-367) stays per process; the
-native PUT path of the front (``app.DavFront._native``) never had it either.
+receiving its body (``LockManager._active_writes``, CWE-367) stays per process. The
+native PUT path of the front (``app.DavFront._native``) never had it, but its commit,
+like every upload's outside WsgiDAV, checks the locks again in the commit's own
+transaction (``files.locks.check_write``): a LOCK granted while its body travelled makes
+it 423 instead of overwriting the newly locked document.
 """
 
 from __future__ import annotations
