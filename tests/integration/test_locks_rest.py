@@ -9,6 +9,7 @@ No silent overwrite of a document open in an editor (R-SHARE-1, R-STORE-2)."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ import pytest
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
+from allset.core.paths import parse_path
 from allset.db.models import DavLock, utcnow
 from allset.files import access
+from allset.files.locks import NO_TOKENS, check_write
 from allset.runtime import Runtime
+from allset.server.dav.locks import DbLockStorage
 from conftest import Account, problem
 
 DOC = "/team/doc.txt"
@@ -346,3 +350,39 @@ def test_a_name_locked_in_nfd_is_found_from_its_nfc_name(world: World) -> None:
         f"/api/v1/files{quote(nfc)}", content=b"v2", auth=w.owner, headers=with_token(token)
     )
     assert ok.status_code == 201, ok.text
+
+
+def test_no_lock_is_granted_between_the_check_and_the_commit(
+    runtime: Runtime, alice: Account
+) -> None:
+    """``check_write`` runs in the write's own transaction and keeps a LOCK from being
+    granted until that transaction ends (SQLite: the write transaction holds the
+    database; PostgreSQL: the Client's row FOR KEY SHARE against the grant's FOR
+    UPDATE), so a document cannot become locked between the check and the commit."""
+    storage = DbLockStorage(runtime.db, alice.tenant_id)
+    other = DbLockStorage(runtime.db, alice.tenant_id)
+    storage.create("/held.txt", _lockdef(alice.email))  # the Client has a live lock
+    granted = threading.Event()
+
+    def grant() -> None:
+        other.create("/doc.txt", _lockdef(alice.email))
+        granted.set()
+
+    with runtime.db.write_conn() as conn:
+        assert check_write(conn, alice.principal, NO_TOKENS, parse_path("/doc.txt")) == []
+        racer = threading.Thread(target=grant)
+        racer.start()
+        assert not granted.wait(1.0)  # waits for this write to commit
+    racer.join(timeout=30)
+    assert granted.is_set()
+
+
+def _lockdef(principal: str) -> dict[str, Any]:
+    return {
+        "type": "write",
+        "scope": "exclusive",
+        "depth": "0",
+        "owner": b"<owner xmlns='DAV:'>t</owner>",
+        "timeout": 600,
+        "principal": principal,
+    }
