@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 from allset.core.paths import parse_path
 from allset.db.models import DavLock, utcnow
 from allset.files import access
-from allset.files.locks import NO_TOKENS, check_write
+from allset.files.locks import FEW_LOCKS, NO_TOKENS, check_write
 from allset.runtime import Runtime
 from allset.server.dav.locks import DbLockStorage
 from conftest import Account, problem
@@ -386,3 +386,25 @@ def _lockdef(principal: str) -> dict[str, Any]:
         "timeout": 600,
         "principal": principal,
     }
+
+
+def test_a_client_with_many_locks_is_checked_by_path(world: World, alice: Account) -> None:
+    """Up to ``FEW_LOCKS`` live locks a write reads them all; beyond, it asks by path:
+    both must find the lock that matters (here the last of many)."""
+    storage = DbLockStorage(world.rt.db, alice.tenant_id)
+    for i in range(FEW_LOCKS + 1):
+        storage.create(f"/team/many/f{i}.txt", _lockdef(alice.email))
+    r = world.c.put("/api/v1/files/team/many/f200.txt", content=b"x", auth=world.member)
+    assert r.status_code == 409  # no folder "many": 404/409 come before any lock
+    world.c.post("/api/v1/mkdir", json={"path": "/team/many"}, auth=world.owner)
+    r = world.c.put("/api/v1/files/team/many/f200.txt", content=b"x", auth=world.member)
+    assert_locked_anyone(r, "/team/many/f200.txt")
+    free = world.c.put("/api/v1/files/team/many/free.txt", content=b"x", auth=world.member)
+    assert free.status_code == 201, free.text
+    gone = world.c.delete("/api/v1/files/team/many", auth=world.member)
+    assert_locked_anyone(gone, "/team/many/f")  # one of the locks below it
+
+
+def assert_locked_anyone(r: httpx.Response, locked: str) -> None:
+    assert r.status_code == 423, r.text
+    assert problem(r)["lock_path"].startswith(locked)

@@ -220,16 +220,22 @@ def select_locks(
     ]
 
 
+def around(locks: Iterable[Lock], root: str, *, below: bool) -> list[Lock]:
+    """Of ``locks``, those on ``root`` or one of its parents, and if ``below`` those
+    under it, ordered as WsgiDAV would meet them: ``root``, its parents upwards, then
+    those below."""
+    order = {r: i for i, r in enumerate(lineage(root))}
+    near = [lk for lk in locks if lk["root"] in order or (below and is_child_url(root, lk["root"]))]
+    return sorted(near, key=lambda lk: order.get(lk["root"], len(order)))
+
+
 def locks_around(
     conn: Connection, tenant_id: str, root: str, *, below: bool, now: datetime | None = None
 ) -> list[Lock]:
     """The live locks on ``root`` and on each of its parents, and if ``below`` those
-    under it: everything a check of ``root`` needs, in one query. Ordered as WsgiDAV
-    would meet them: ``root``, its parents upwards, then those below."""
-    roots = lineage(root)
-    order = {r: i for i, r in enumerate(roots)}
-    locks = select_locks(conn, tenant_id, roots, root if below else None, now)
-    return sorted(locks, key=lambda lk: order.get(lk["root"], len(order)))
+    under it: everything a check of ``root`` needs, in one query (``around``)."""
+    locks = select_locks(conn, tenant_id, lineage(root), root if below else None, now)
+    return around(locks, root, below=below)
 
 
 # ---- the write check ------------------------------------------------------------------
@@ -263,16 +269,24 @@ def proof_from_if(header: str | None) -> LockProof:
     return LockProof(tokens) if tokens else NO_TOKENS
 
 
+FEW_LOCKS = 200
+"""Up to this many live locks, a write's check reads them all at once (one prepared
+statement: ~20 us on SQLite, where the query by path, built anew for each path, costs
+~0.4 ms) and matches them in Python; a Client holding more is asked by path."""
+_LIVE_LOCKS = Prepared(
+    select(*LOCK_COLUMNS)
+    .where(_L.tenant_id == bindparam("tenant_id"), _L.expires_at > bindparam("now"))
+    .limit(FEW_LOCKS + 1)
+)
 _ANY_LIVE_LOCK = exists().where(
     _L.tenant_id == bindparam("tenant_id"), _L.expires_at > bindparam("now")
 )
 # SQLite: the write transaction holds the database's write lock (BEGIN IMMEDIATE), so no
-# LOCK can be granted between this probe and the commit. PostgreSQL: the probe takes the
+# LOCK can be granted between the check and the commit. PostgreSQL: this probe takes the
 # Client's row FOR KEY SHARE, which waits for a LOCK being granted (it holds that row FOR
 # UPDATE: server/dav/locks.py) and keeps any other from being granted until this write
 # commits; it does not block the Client's other writers (their UPDATE of the row takes a
 # weaker lock than FOR UPDATE, which KEY SHARE does not conflict with).
-_PROBE_SQLITE = Prepared(select(_ANY_LIVE_LOCK))
 _PROBE_PG = Prepared(
     select(_ANY_LIVE_LOCK)
     .select_from(Tenant)
@@ -295,20 +309,27 @@ def check_write(
     with ``subtree`` (deleting, moving or replacing a folder) any lock below it too.
 
     Call it inside the write's own transaction, after access and existence checks (a
-    path ``p`` may not see is 404, never "locked"). Costs one indexed probe when the
-    Client holds no live lock, one more query when it does; expired locks never count.
+    path ``p`` may not see is 404, never "locked"). Costs one indexed query, a prepared
+    statement reading the Client's live locks (on PostgreSQL one more, the probe that
+    also takes the Client's row); expired locks never count.
     Returns the locks it found on or below ``path`` that ``p`` passed (see
     ``release_passed``)."""
     if proof.checked:
         return []
     now = utcnow()
-    probe = _PROBE_SQLITE if conn.dialect.name == "sqlite" else _PROBE_PG
-    if not probe.run(conn, {"tenant_id": p.tenant_id, "now": now}).scalar():
+    params = {"tenant_id": p.tenant_id, "now": now}
+    if conn.dialect.name != "sqlite" and not _PROBE_PG.run(conn, params).scalar():
+        return []
+    live = [as_lock(row) for row in _LIVE_LOCKS.run(conn, params).all()]
+    if not live:
         return []
     depth = "infinity" if subtree else "0"
     passed: list[Lock] = []
     for url in spellings(path):
-        locks = locks_around(conn, p.tenant_id, url, below=subtree, now=now)
+        if len(live) > FEW_LOCKS:
+            locks = locks_around(conn, p.tenant_id, url, below=subtree, now=now)
+        else:
+            locks = around(live, url, below=subtree)
         hrefs = write_conflicts(locks, url, depth, proof.tokens, p.email, below_passes=True)
         if hrefs:
             blocking = next(lk for lk in locks if lk["root"] == hrefs[0])
