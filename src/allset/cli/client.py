@@ -34,6 +34,7 @@ from rich.progress import (
 
 from allset.client import profile as profiles
 from allset.client.transfer import (
+    LockedOnServer,
     RateLimiter,
     TransferError,
     check_response,
@@ -66,6 +67,9 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
         except SyncRefused as exc:
             click.echo(f"refused: {exc}", err=True)
             sys.exit(3)
+        except LockedOnServer as exc:  # someone has the document open: what to do
+            click.echo(f"locked: {exc}", err=True)
+            sys.exit(1)
         except (profiles.ProfileError, TransferError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -348,8 +352,9 @@ def sync(
 ) -> None:
     """Two-way sync of LOCAL with the server folder REMOTE (R-SYNC-1).
 
-    Exit status: 0 in sync, 1 error, 2 some files could not be synced (listed), 3 refused
-    (mass delete, not enough room, folder missing) with nothing changed.
+    Exit status: 0 in sync, 1 error, 2 some files could not be synced (listed: errors,
+    or files locked on the server by someone editing them, left pending for the next
+    run), 3 refused (mass delete, not enough room, folder missing) with nothing changed.
     """
     prof = profiles.load()
     local = local.absolute()
@@ -373,7 +378,7 @@ def sync(
             result = engine.run_once()
         finally:
             engine.close()
-    if result.outcome.errors:
+    if result.outcome.errors or result.outcome.locked:
         sys.exit(2)
 
 

@@ -63,6 +63,35 @@ class ProofMismatch(TransferError):
     """The server stored something other than what we sent."""
 
 
+class LockedOnServer(TransferError):
+    """423 because of a WebDAV lock: someone has the document open in an editor on the
+    server, and only they may write it until the lock goes. Not a failed transfer and
+    not a conflict: nothing was changed on either side, and the same request will work
+    once the document is closed (or an owner or admin breaks the lock)."""
+
+    def __init__(self, path: str, holder: str, until: str, lock_id: str) -> None:
+        self.path, self.holder, self.until, self.lock_id = path, holder, until, lock_id
+        fix = f"allset unlock {lock_id}" if lock_id else "allset locks"
+        super().__init__(
+            f"{path} is locked on the server by {holder} until {until} UTC (a document open "
+            f"in an editor). Close the document or wait; an owner or admin can break the "
+            f"lock: {fix}"
+        )
+
+    @classmethod
+    def from_problem(cls, body: dict[str, Any]) -> LockedOnServer | None:
+        """The lock a 423 problem+json names (``files/locks.py`` on the server), or None
+        for another 423 (a tus upload another request holds)."""
+        if not str(body.get("type", "")).endswith("/resource-locked"):
+            return None
+        return cls(
+            str(body.get("lock_path") or body.get("path") or "?"),
+            str(body.get("lock_owner") or body.get("lock_user") or "another user"),
+            str(body.get("lock_expires_at") or "?")[:16].replace("T", " "),
+            str(body.get("lock_id") or ""),
+        )
+
+
 @dataclass(frozen=True)
 class ChunkPlan:
     sha256: str
@@ -114,10 +143,15 @@ def check_response(resp: httpx.Response, what: str) -> Any:
     """The JSON of a successful answer, or TransferError with the server's own words."""
     if resp.status_code >= 400:
         try:
-            detail = resp.json().get("detail", resp.text)
+            body = resp.json()
         except ValueError:
-            detail = resp.text
-        raise TransferError(f"{what}: {resp.status_code} {detail}")
+            body = None
+        if not isinstance(body, dict):
+            raise TransferError(f"{what}: {resp.status_code} {resp.text}")
+        locked = LockedOnServer.from_problem(body) if resp.status_code == 423 else None
+        if locked is not None:
+            raise locked
+        raise TransferError(f"{what}: {resp.status_code} {body.get('detail', resp.text)}")
     return resp.json() if resp.content else None
 
 

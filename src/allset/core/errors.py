@@ -81,6 +81,18 @@ class Locked(Conflict):
     slug = "locked"
 
 
+class ResourceLocked(Locked):
+    """A live WebDAV lock covers the path: someone has the document open in an editor
+    (Word, LibreOffice, the Windows redirector), and only the lock's holder, presenting
+    its token, may write it until the lock is released, expires or is broken. Nothing
+    was done. The extension members name the locked path, its holder, until when, and
+    the lock's id (``DELETE /api/v1/locks/{id}`` for an owner or admin). Raised by
+    ``files.locks.check_write`` for every protocol but WebDAV, which answers its own way."""
+
+    title = "Locked by an open document"
+    slug = "resource-locked"
+
+
 class PreconditionFailed(AllsetError):
     status = 412
     title = "Precondition failed"

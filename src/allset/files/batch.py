@@ -30,6 +30,7 @@ from allset.core.units import format_size
 from allset.db.prepared import Record
 from allset.files import access, sql
 from allset.files.entries import Entry
+from allset.files.locks import NO_TOKENS, LockProof
 from allset.files.service import EMPTY_SHA256
 from allset.files.upload import MAX_CHUNK, Upload
 
@@ -219,7 +220,9 @@ class CommitItem:
 CommitResult = tuple[Entry, bool] | AllsetError
 
 
-def _prepare(svc: FileService, p: Principal, item: CommitItem) -> tuple[Upload, str]:
+def _prepare(
+    svc: FileService, p: Principal, item: CommitItem, locks: LockProof
+) -> tuple[Upload, str]:
     """Read back and verify the item's chunks and check the whole SHA-256, before any
     transaction (R-STORE-7); the Upload holds leases on the chunks until it ends."""
     path = parse_path(item.path)
@@ -237,6 +240,7 @@ def _prepare(svc: FileService, p: Principal, item: CommitItem) -> tuple[Upload, 
         expected_sha256=item.sha256,
         if_absent=item.if_absent,
         parents=item.parents,
+        locks=locks,
     )
     try:
         upload.adopt(item.chunks)
@@ -254,12 +258,15 @@ def _transient(exc: Exception) -> bool:
     ) in ("40P01", "40001")
 
 
-def commit_batch(svc: FileService, p: Principal, items: list[CommitItem]) -> list[CommitResult]:
+def commit_batch(
+    svc: FileService, p: Principal, items: list[CommitItem], locks: LockProof = NO_TOKENS
+) -> list[CommitResult]:
     """Commit many manifests; one result per item, in order: ``(entry, created)`` or the
     error that item met. Items are proven one by one before any transaction, then
     applied ``COMMIT_GROUP`` at a time in one write transaction, each in a savepoint:
     a failed item rolls back only itself, and a group costs one commit (one fsync)
-    instead of one per file."""
+    instead of one per file. An item under a live WebDAV lock gets its own 423 (the
+    request's ``locks`` tokens apply to every item), the others go on."""
     svc._writable(p)
     if len(items) > MAX_COMMIT_ITEMS:
         raise TooLarge(f"At most {MAX_COMMIT_ITEMS:,} files per batch commit.")
@@ -273,7 +280,7 @@ def commit_batch(svc: FileService, p: Principal, items: list[CommitItem]) -> lis
         try:
             for i in range(start, min(start + COMMIT_GROUP, len(items))):
                 try:
-                    upload, sha = _prepare(svc, p, items[i])
+                    upload, sha = _prepare(svc, p, items[i], locks)
                 except AllsetError as exc:
                     results[i] = exc
                     continue

@@ -64,6 +64,7 @@ from allset.core.principal import Principal
 from allset.db.models import ResumableUpload, utcnow
 from allset.files import access, sql
 from allset.files.entries import Entry
+from allset.files.locks import NO_TOKENS, check_write
 from allset.files.service import FileService
 from allset.files.upload import Upload, begin_upload, quota_error
 
@@ -210,13 +211,18 @@ class Resumables:
 
     def _check_destination(self, p: Principal, rp: RemotePath) -> None:
         """Fail at creation, not after gigabytes: the folder must exist, the name not be
-        a folder."""
+        a folder, and no live WebDAV lock cover it (423: a document open in an editor is
+        not overwritten; tus requests carry no lock token). The commit checks the lock
+        again; refused there, the staged bytes stay, like any refused commit, so that a
+        retry (tus clients retry a 423) commits once the lock is gone."""
         if rp.is_root:
             raise Conflict("The root folder cannot be replaced by a file.")
         with self.db.read_conn() as c:
             access.need_write(self.files.view(c, p), rp)  # R-SHARE-1, before any byte
             parent = self.files.lookup_dir(c, p.tenant_id, rp.parent)
             node = sql.child(c, p.tenant_id, parent.id, rp.name)
+            if node is None or node.kind == "file":
+                check_write(c, p, NO_TOKENS, rp)
         if node is not None and node.kind != "file":
             raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
 

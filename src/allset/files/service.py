@@ -31,6 +31,7 @@ from allset.files import access, listing, props, sql, trash
 from allset.files.entries import ChunkRef, Entry, Readable, entry_of
 from allset.files.events import ChangeNotifier
 from allset.files.leases import ChunkLeases
+from allset.files.locks import NO_TOKENS, LockProof, check_write, release_passed
 
 log = logging.getLogger("allset.files")
 
@@ -380,7 +381,16 @@ class FileService:
         return Usage(used, quota, self.leases.inflight(p.tenant_id) + int(reserved))
 
     # ---- folders -------------------------------------------------------------------
-    def mkdir(self, p: Principal, path: str | RemotePath, parents: bool = False) -> Entry:
+    def mkdir(
+        self,
+        p: Principal,
+        path: str | RemotePath,
+        parents: bool = False,
+        *,
+        locks: LockProof = NO_TOKENS,
+    ) -> Entry:
+        """``locks``: the lock tokens the request presents (files/locks.py); a new folder
+        inside a folder locked with depth infinity is refused (423) without its token."""
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         if rp.is_root:
@@ -398,6 +408,7 @@ class FileService:
                 if parents and existing.kind == "dir":
                     return entry_of(existing, rp)
                 raise AlreadyExists(f"{rp} already exists.")
+            check_write(s.connection(), p, locks, rp)
             node = self._new_dir(s, p, parent, rp)
             return entry_of(node, rp)
 
@@ -433,8 +444,18 @@ class FileService:
         return node
 
     # ---- delete, move, copy --------------------------------------------------------
-    def delete(self, p: Principal, path: str | RemotePath, if_match: str | None = None) -> Entry:
-        """Move to the trash; nothing is destroyed until the retention period ends."""
+    def delete(
+        self,
+        p: Principal,
+        path: str | RemotePath,
+        if_match: str | None = None,
+        *,
+        locks: LockProof = NO_TOKENS,
+    ) -> Entry:
+        """Move to the trash; nothing is destroyed until the retention period ends.
+
+        A path under a live WebDAV lock, or a folder with one below it, is refused (423)
+        unless its holder presents the token (``locks``); then the locks go with it."""
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         if rp.is_root:
@@ -444,7 +465,9 @@ class FileService:
             node = self._need(s, p.tenant_id, rp)
             entry = entry_of(node, rp)
             check_etag(entry.etag, if_match, None)
+            passed = check_write(s.connection(), p, locks, rp, subtree=True)
             self._trash(s, p, node, rp)
+            release_passed(s.connection(), p.tenant_id, passed)
             return entry
 
     def _trash(self, s: Session, p: Principal, node: Node, rp: RemotePath) -> None:
@@ -484,8 +507,16 @@ class FileService:
             cur = s.get(Node, cur.parent_id) if cur.parent_id else None
 
     def move(
-        self, p: Principal, src: str | RemotePath, dst: str | RemotePath, overwrite: bool = False
+        self,
+        p: Principal,
+        src: str | RemotePath,
+        dst: str | RemotePath,
+        overwrite: bool = False,
+        *,
+        locks: LockProof = NO_TOKENS,
     ) -> tuple[Entry, bool]:
+        """Both ends are checked against WebDAV locks (files/locks.py): the source (and
+        anything below it) and the destination, which a lock on a parent may cover."""
         sp = src if isinstance(src, RemotePath) else parse_path(src)
         dp = dst if isinstance(dst, RemotePath) else parse_path(dst)
         self._writable(p)
@@ -496,8 +527,12 @@ class FileService:
             access.need_write(view, sp)  # both ends writable: nothing crosses what p sees
             access.need_write(view, dp)
             node = self._need(s, p.tenant_id, sp)
+            conn = s.connection()
+            passed = check_write(conn, p, locks, sp, subtree=True)
+            passed += check_write(conn, p, locks, dp, subtree=True)
             parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
             self._check_not_inside(s, node, parent)
+            release_passed(conn, p.tenant_id, passed)
             old_parent = s.get(Node, node.parent_id)
             now = utcnow()
             node.parent_id, node.name, node.updated_at = parent.id, dp.name, now
@@ -515,6 +550,8 @@ class FileService:
         dst: str | RemotePath,
         overwrite: bool = False,
         recursive: bool = True,
+        *,
+        locks: LockProof = NO_TOKENS,
     ) -> tuple[Entry, bool]:
         """Copies share chunks with the original: no bytes are stored twice (dedup).
         ``recursive=False`` copies a folder without its content (WebDAV Depth: 0)."""
@@ -532,6 +569,7 @@ class FileService:
             node = self._need(s, p.tenant_id, sp)
             if sp == dp:
                 raise Conflict("Source and destination are the same.")
+            check_write(s.connection(), p, locks, dp, subtree=True)  # reading is never locked
             parent, replaced = self._prepare_target(s, p, node, dp, overwrite)
             self._check_not_inside(s, node, parent)
             budget = [200_000 if recursive else 1]
@@ -619,8 +657,16 @@ class FileService:
                 for v in rows
             ]
 
-    def restore_version(self, p: Principal, path: str | RemotePath, version: str) -> Entry:
-        """Restoring makes a *new* version with the old content, so nothing is lost."""
+    def restore_version(
+        self,
+        p: Principal,
+        path: str | RemotePath,
+        version: str,
+        *,
+        locks: LockProof = NO_TOKENS,
+    ) -> Entry:
+        """Restoring makes a *new* version with the old content, so nothing is lost; a
+        document locked by an editor is refused (423) like any other write."""
         rp = path if isinstance(path, RemotePath) else parse_path(path)
         self._writable(p)
         with self.leases.committing(), self.db.write() as s:  # new references: see copy
@@ -629,6 +675,7 @@ class FileService:
             v = s.get(Version, version) if is_id(version) else None
             if v is None or v.node_id != node.id or v.tenant_id != p.tenant_id:
                 raise NotFound(f"No version {version!r} of {rp}.")
+            check_write(s.connection(), p, locks, rp)
             self._new_version(s, p, node, v.size, v.sha256, v.mtime, self._refs_of(s, v.id))
             self._event(s, p, "restore-version", node, rp, version=version)
             return entry_of(node, rp)

@@ -15,6 +15,7 @@ from allset.core.principal import Principal
 from allset.db.models import Event, Node, NodeProperty, Version, VersionChunk, utcnow
 from allset.files import access
 from allset.files.entries import Entry, entry_of
+from allset.files.locks import NO_TOKENS, LockProof, check_write
 
 if TYPE_CHECKING:
     from allset.files.service import FileService
@@ -64,9 +65,13 @@ def _trashed(svc: FileService, s: Session, p: Principal, node_id: str) -> Node:
     return n
 
 
-def trash_restore(svc: FileService, p: Principal, node_id: str) -> Entry:
+def trash_restore(
+    svc: FileService, p: Principal, node_id: str, *, locks: LockProof = NO_TOKENS
+) -> Entry:
     """Back to where it was; missing folders are recreated and a taken name gets a
-    ``(restored N)`` suffix rather than replacing anything."""
+    ``(restored N)`` suffix rather than replacing anything. A place under a live WebDAV
+    lock (a folder locked with depth infinity, or a name locked before it existed) is
+    refused (423) without its token (files/locks.py)."""
     svc._writable(p)
     with svc.db.write() as s:
         n = svc._trashed(s, p, node_id)
@@ -80,6 +85,8 @@ def trash_restore(svc: FileService, p: Principal, node_id: str) -> Entry:
             name = f"{stem} (restored {i}){dot}{ext}"
         else:
             raise Conflict("Too many items with this name; rename them first.")
+        rp = RemotePath((*original.parent.parts, name))
+        check_write(s.connection(), p, locks, rp, subtree=True)
         n.parent_id, n.name, n.trashed_at, n.trashed_path, n.updated_at = (
             parent.id,
             name,
@@ -88,7 +95,6 @@ def trash_restore(svc: FileService, p: Principal, node_id: str) -> Entry:
             utcnow(),
         )
         s.flush()
-        rp = RemotePath((*original.parent.parts, name))
         svc._event(s, p, "restore", n, rp)
         return entry_of(n, rp)
 

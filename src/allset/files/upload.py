@@ -46,6 +46,7 @@ from allset.db.prepared import Record
 from allset.files import access, sql
 from allset.files.entries import Entry, entry_of
 from allset.files.hashing import HASH_POOL, PARALLEL_HASH_MIN, OrderedSha256, sha256_hex
+from allset.files.locks import NO_TOKENS, LockProof, check_write
 from allset.files.service import check_etag
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Upload:
         if_absent: bool = False,
         parents: bool = False,
         admit_at_commit: bool = False,
+        locks: LockProof = NO_TOKENS,
     ) -> None:
         self.svc = svc
         self.p = principal
@@ -114,6 +116,8 @@ class Upload:
         # parents: create missing parent folders in the commit's transaction.
         self.if_absent = if_absent
         self.parents = parents
+        # The lock tokens the request presents: checked in the commit's transaction.
+        self.locks = locks
         self.parent_row: Record | None = None  # the folder found by ``apply``
         # Quota admission in the commit's transaction instead of before the body is read:
         # for bodies already in memory (``store_bytes``), where failing early saves nothing.
@@ -398,6 +402,11 @@ class Upload:
         if node is not None and node.kind != "file":
             raise Conflict(f"{rp} is a folder; a file cannot replace it.", is_folder=True)
         check_etag(entry_of(node, rp).etag if node else None, self.if_match, self.if_none_match)
+        # A document open in an editor (a live WebDAV lock) is not overwritten by anyone
+        # else (R-SHARE-1, R-STORE-2); checked here, in the commit's own transaction, so a
+        # LOCK granted while the bytes travelled cannot slip in between check and commit
+        # (files/locks.py).
+        check_write(c, p, self.locks, rp)
         # Which of our chunks are new to this Client? Only those are charged. Insert-or-
         # ignore tells in one statement (no SELECT first): a concurrent upload of the
         # same bytes may add the same rows meanwhile (PostgreSQL, READ COMMITTED), and
@@ -588,6 +597,8 @@ def begin_upload(svc: FileService, p: Principal, path: RemotePath, **kw: object)
             kw.get("if_match"),  # type: ignore[arg-type]
             kw.get("if_none_match"),  # type: ignore[arg-type]
         )
+        # Early, before a big body travels for nothing; the commit checks again.
+        check_write(c, p, kw.get("locks") or NO_TOKENS, path)  # type: ignore[arg-type]
         used, quota, held = c.execute(sql.TENANT_USAGE, {"tenant_id": p.tenant_id}).one()
         # Unfinished resumable uploads hold quota too; one being committed through this
         # Upload already holds its own (credit), which must not count twice.
@@ -637,6 +648,7 @@ def commit_manifest(
     mtime: datetime | None = None,
     if_absent: bool = False,
     parents: bool = False,
+    locks: LockProof = NO_TOKENS,
 ) -> tuple[Entry, bool]:
     """The chunk protocol's commit: a new version made of chunks the Client already has
     (stored before, or just sent with ``put_chunk``), in order.
@@ -660,6 +672,7 @@ def commit_manifest(
         expected_sha256=sha256,
         if_absent=if_absent,
         parents=parents,
+        locks=locks,
     )
     # Checked at commit, not reserved up front: most chunks are usually known already,
     # and the commit charges exactly the new ones, atomically.

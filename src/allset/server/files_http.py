@@ -23,6 +23,7 @@ from allset.core.errors import InvalidInput, RangeNotSatisfiable
 from allset.core.paths import RemotePath
 from allset.core.principal import Principal
 from allset.files.entries import Entry
+from allset.files.locks import proof_from_if
 from allset.files.service import FileService, check_etag
 from allset.files.upload import begin_upload, store_bytes
 from allset.server.transfer import (
@@ -149,6 +150,8 @@ async def receive_file(
         "mtime": mtime,
         "expected_size": expected_size,
         "expected_sha256": expected_sha,
+        # The lock tokens of the If header: a document's lock holder may write it.
+        "locks": proof_from_if(request.headers.get("if")),
     }
     if expected_size is not None and expected_size <= SMALL_BODY:
         data = await request.body()

@@ -36,6 +36,7 @@ from allset.sync.state import BaseEntry, Busy, RemoteEntry, State
 
 MASS_DELETE_MIN = 20
 MASS_DELETE_SHARE = 0.5
+LOCKED_RETRY_SECONDS = 60.0  # watch mode: a file locked on the server is tried again
 
 
 class SyncRefused(TransferError):
@@ -208,6 +209,7 @@ class SyncEngine:
             bytes_down=outcome.bytes_down,
             conflicts=outcome.conflicts,
             errors=len(outcome.errors),
+            locked=len(outcome.locked),
             skipped=outcome.skipped,
             seconds=round(seconds, 3),
         )
@@ -352,15 +354,18 @@ class SyncEngine:
             for _ in range(max_passes if max_passes is not None else 1 << 62):
                 if stop.is_set():
                     break
+                retry = rescan_every
                 try:
-                    self.run_once()
+                    if self.run_once().outcome.locked:
+                        # No feed event says a lock went: look again in a while.
+                        retry = min(rescan_every, LOCKED_RETRY_SECONDS)
                 except SyncRefused:
                     raise
                 except (TransferError, httpx.HTTPError) as exc:
                     self.report.event("error", message=f"{exc}; retrying shortly")
                     stop.wait(10.0)
                 passes += 1
-                wake.wait(timeout=rescan_every)
+                wake.wait(timeout=retry)
                 if stop.is_set():
                     break
                 # settle: let a burst of writes finish before the next pass

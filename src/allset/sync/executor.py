@@ -15,6 +15,11 @@ Safety rules, each for a failure someone has lived through:
 - Each finished batch is recorded before the next starts, so a killed sync resumes
   without sending finished files again (and a lost record only costs a comparison).
 - Folders are removed with ``rmdir``, never recursively: what we did not know about stays.
+- A file locked on the server (423: someone has it open in an editor through WebDAV) is
+  neither a conflict nor an error: the local change stays as it is, pending, nothing is
+  renamed or recorded, and the next pass tries again (``Outcome.locked``). Overwriting
+  the document under its editor would lose their work when they save (R-SYNC-1 brings
+  the sides into agreement; it must not do it by destroying a change).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 from allset.blobstore.chunker import MIN_SIZE
-from allset.client.transfer import ProofMismatch, TransferError, plan_file
+from allset.client.transfer import LockedOnServer, ProofMismatch, TransferError, plan_file
 from allset.core.durable import fsync_dir
 from allset.sync.ignore import PART_SUFFIX, IgnoreRules
 from allset.sync.planner import Download, Plan, Upload
@@ -53,6 +58,7 @@ class Outcome:
     conflicts: int = 0
     skipped: int = 0  # changed while we worked: for the next pass
     errors: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)  # pending: locked on the server
     remote_changed: bool = False
 
 
@@ -105,6 +111,23 @@ class Executor:
         self.out.errors.append(f"{path}: {message}")
         self.report.event("error", path=path, message=message)
 
+    def _locked(self, path: str, lock: LockedOnServer) -> None:
+        """Leave ``path`` pending (no state change: the next pass plans it again)."""
+        message = (
+            f"locked on the server by {lock.holder} until {lock.until} UTC (open in an "
+            "editor); will retry"
+        )
+        self.out.locked.append(f"{path}: {message}")
+        self.report.event(
+            "locked",
+            path=path,
+            holder=lock.holder,
+            until=lock.until,
+            lock_path=lock.path,
+            lock_id=lock.lock_id,
+            message=message,
+        )
+
     # ---- conflicts and folders ---------------------------------------------------------
     def _renames(self, plan: Plan) -> None:
         for r in plan.renames:
@@ -120,7 +143,11 @@ class Executor:
                     continue
                 self.state.drop_base([r.key])
             else:
-                status = self.remote.move(r.key, r.to_key)
+                try:
+                    status = self.remote.move(r.key, r.to_key)
+                except LockedOnServer as lock:
+                    self._locked(r.key, lock)  # no conflict copy while it is open there
+                    continue
                 self.out.remote_changed = True
                 if status >= 400:
                     self._error(r.key, f"cannot set the server's file aside ({status})")
@@ -132,6 +159,9 @@ class Executor:
         for key in sorted(plan.remote_mkdirs, key=lambda k: k.count("/")):
             try:
                 self.remote.mkdir(key)
+            except LockedOnServer as lock:
+                self._locked(key, lock)
+                continue
             except TransferError as exc:
                 self._error(key, str(exc))
                 continue
@@ -256,6 +286,8 @@ class Executor:
                 self.report.event("upload", path=u.key, size=cp.size, sha256=cp.sha256)
             elif status == 412:
                 self.out.skipped += 1  # changed on the server meanwhile: next pass decides
+            elif status == 423 and (lock := LockedOnServer.from_problem(res)) is not None:
+                self._locked(u.key, lock)  # not recorded: uploaded by a later pass
             else:
                 self._error(u.key, f"{status} {res.get('detail') or res.get('title', '')}")
             self.report.advance(files=1, nbytes=u.expect.size)
@@ -450,6 +482,9 @@ class Executor:
         for d in plan.remote_deletes:
             try:
                 status = self.remote.delete(d.key, d.version if d.kind == "file" else "")
+            except LockedOnServer as lock:
+                self._locked(d.key, lock)  # the base stays: the next pass deletes it
+                continue
             except TransferError as exc:
                 self._error(d.key, str(exc))
                 continue

@@ -25,7 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-NOTEWORTHY = {"conflict", "notice", "error", "refused", "case", "summary"}
+NOTEWORTHY = {"conflict", "notice", "error", "refused", "case", "summary", "locked"}
 
 
 class Reporter:
@@ -49,7 +49,7 @@ class Reporter:
                 self.stream.write(json.dumps({"event": kind, **data}, ensure_ascii=False) + "\n")
                 self.stream.flush()
                 return
-            if self.quiet and kind not in ("error", "refused", "conflict"):
+            if self.quiet and kind not in ("error", "refused", "conflict", "locked"):
                 return
             if kind in NOTEWORTHY:
                 line = self._human(kind, data)
@@ -70,6 +70,7 @@ class Reporter:
                 f"{d['deleted_remote']} deleted on the server (to its trash), "
                 f"{d['deleted_local']} deleted here, {d['conflicts']} conflicts"
                 + (f", {d['errors']} errors" if d.get("errors") else "")
+                + (f", {d['locked']} locked on the server (will retry)" if d.get("locked") else "")
                 + f" in {d['seconds']:.1f} s"
             )
         if kind in ("notice", "case"):

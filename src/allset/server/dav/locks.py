@@ -13,7 +13,9 @@ Two classes, one per Client (the ASGI front builds one WsgiDAV application per C
   each. WsgiDAV's own walks up the path asking the storage once per parent (six queries
   for ``/a/b/c/d/e``); here one indexed query fetches the locks on the path and all its
   parents (and, for depth-infinity operations, below it), and WsgiDAV's rules
-  (``lock_conflicts``, ``write_conflicts``) are applied to them in Python.
+  (``lock_conflicts``, ``write_conflicts``) are applied to them in Python. Those rules
+  and that query live in ``files/locks.py``: the REST API, the web UI, tus and links
+  check the same locks with the same code (``files.locks.check_write``).
 
 Granting a lock is atomic across processes: ``DbLockStorage.create`` checks for
 conflicting locks again inside the transaction that inserts the new one, and that
@@ -39,26 +41,24 @@ its siblings serve the same locks. A lock whose client vanished goes at its time
 up.
 
 Not shared: WsgiDAV's guard against a LOCK granted while a PUT of the same file is still
-receiving its body (``LockManager._active_writes``, CWE-367) stays per process; the
-native PUT path of the front (``app.DavFront._native``) never had it either.
+receiving its body (``LockManager._active_writes``, CWE-367) stays per process. The
+native PUT path of the front (``app.DavFront._native``) never had it, but its commit,
+like every upload's outside WsgiDAV, checks the locks again in the commit's own
+transaction (``files.locks.check_write``): a LOCK granted while its body travelled makes
+it 423 instead of overwriting the newly locked document.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     and_,
     bindparam,
     delete,
-    func,
     insert,
-    or_,
     select,
     update,
 )
@@ -70,109 +70,32 @@ from wsgidav.dav_error import (
     PRECONDITION_CODE_LockConflict,
     PRECONDITION_CODE_LockTokenMismatch,
 )
-from wsgidav.lock_man.lock_manager import (
-    LockManager,
-    generate_lock_token,
-    normalize_lock_root,
-    validate_lock,
-)
+from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, validate_lock
 from wsgidav.lock_man.lock_storage import LockStorageDict
-from wsgidav.util import get_uri_parent, is_child_uri
 
 from allset.db.engine import Database
 from allset.db.models import DavLock, Tenant, utcnow
 from allset.db.prepared import Prepared
-
-Lock = dict[str, Any]
-"""WsgiDAV's lock dictionary: root, type, scope, depth, owner (XML bytes), principal,
-timeout (seconds granted), expire (epoch seconds), token."""
+from allset.files.locks import LOCK_COLUMNS as _COLUMNS
+from allset.files.locks import (
+    Lock,
+    as_lock,
+    covers,
+    is_child_url,
+    lock_conflicts,
+    locks_around,
+    normalize_root,
+    root_hash,
+    select_locks,
+    write_conflicts,
+)
 
 _L = DavLock.__table__.c
-_COLUMNS = (
-    _L.token,
-    _L.root,
-    _L.lock_type,
-    _L.scope,
-    _L.depth,
-    _L.owner,
-    _L.principal,
-    _L.timeout,
-    _L.expires_at,
-)
 _ANY_LIVE = Prepared(
     select(_L.token)
     .where(_L.tenant_id == bindparam("tenant_id"), _L.expires_at > bindparam("now"))
     .limit(1)
 )
-
-
-def root_hash(root: str) -> str:
-    """The indexed stand-in for a normalised root (128 bits of its SHA-256)."""
-    return hashlib.sha256(root.encode()).hexdigest()[:32]
-
-
-def lineage(url: str) -> list[str]:
-    """``url`` normalised, then each of its parents up to ``/``: the roots of the locks
-    that may cover it (as WsgiDAV's ``LockManager`` walks them)."""
-    roots: list[str] = []
-    u: str | None = url
-    while u:
-        roots.append(normalize_lock_root(u))
-        u = get_uri_parent(u)
-    return roots
-
-
-def _as_lock(row: Any) -> Lock:
-    return {
-        "token": row.token,
-        "root": row.root,
-        "type": row.lock_type,
-        "scope": row.scope,
-        "depth": row.depth,
-        "owner": bytes(row.owner),
-        "principal": row.principal,
-        "timeout": float(row.timeout),
-        "expire": row.expires_at.timestamp(),
-    }
-
-
-def _covers(lock: Lock, url: str) -> bool:
-    """A lock on ``url`` itself, or a depth-infinity lock on one of its parents."""
-    root = lock["root"]
-    return root == url or (lock["depth"] == "infinity" and bool(is_child_uri(root, url)))
-
-
-def lock_conflicts(locks: Iterable[Lock], url: str, scope: str, depth: str) -> list[str]:
-    """Roots of the locks that forbid a new ``scope``/``depth`` lock on ``url``: WsgiDAV's
-    ``LockManager._check_lock_permission`` rules (RFC 4918 §7). A lock covering ``url``
-    conflicts unless both are shared; with depth infinity, any lock below ``url`` does."""
-    hrefs = []
-    for lock in locks:
-        if _covers(lock, url):
-            if lock["scope"] == "shared" and scope == "shared":
-                continue
-            hrefs.append(lock["root"])
-        elif depth == "infinity" and is_child_uri(url, lock["root"]):
-            hrefs.append(lock["root"])
-    return hrefs
-
-
-def write_conflicts(
-    locks: Iterable[Lock], url: str, depth: str, token_list: list[str], principal: str
-) -> list[str]:
-    """Roots of the locks that forbid writing ``url``: WsgiDAV's
-    ``LockManager._get_write_conflicts`` rules. A lock covering ``url`` is passed only by
-    its owner *with* its token in the request (RFC 4918 §7.4: the same user's other
-    program must not write); with depth infinity, any lock below ``url`` forbids it."""
-    hrefs = []
-    for lock in locks:
-        if _covers(lock, url):
-            if principal == lock["principal"] and lock["token"] in token_list:
-                continue
-            hrefs.append(lock["root"])
-        elif depth == "infinity" and is_child_uri(url, lock["root"]):
-            hrefs.append(lock["root"])
-    return hrefs
 
 
 def _locked(hrefs: list[str]) -> DAVError:
@@ -250,7 +173,7 @@ class DbLockStorage:
                     )
                 )
             return None
-        return _as_lock(row)
+        return as_lock(row)
 
     def create(self, path: str, lock: Lock) -> Lock:
         """Store a new lock on ``path`` and return it with ``root`` (normalised),
@@ -261,7 +184,7 @@ class DbLockStorage:
         just before is repeated in this transaction, serialised per Client."""
         if lock.get("token") is not None or lock.get("expire") is not None:
             raise ValueError("create() takes a lock definition, not an existing lock")
-        root = normalize_lock_root(path)
+        root = normalize_root(path)
         seconds = _granted_seconds(lock.get("timeout"))
         lock["root"] = root
         lock["timeout"] = float(seconds)
@@ -315,7 +238,7 @@ class DbLockStorage:
                     err_condition=PRECONDITION_CODE_LockTokenMismatch,
                 )
             row = conn.execute(select(*_COLUMNS).where(mine)).one()
-        return _as_lock(row)
+        return as_lock(row)
 
     def delete(self, token: str) -> bool:
         """Release a lock; False if this Client has no lock with this token."""
@@ -333,7 +256,7 @@ class DbLockStorage:
         (``include_children``); their tokens only if ``token_only``. One query."""
         if not (include_root or include_children) or not path.startswith("/"):
             raise ValueError(f"get_lock_list({path!r}): nothing to look for")
-        root = normalize_lock_root(path)
+        root = normalize_root(path)
         with self.db.read_conn() as conn:
             locks = self._select(
                 conn, [root] if include_root else [], root if include_children else None
@@ -344,13 +267,13 @@ class DbLockStorage:
         """The live locks on ``url`` and on each of its parents, and if ``below`` those
         under it: everything a check of ``url`` needs, in one query. Ordered as WsgiDAV
         would meet them: ``url``, its parents upwards, then those below."""
-        root = normalize_lock_root(url)
+        root = normalize_root(url)
         with self.db.read_conn() as conn:
             return self._around(conn, root, below=below, now=utcnow())
 
     def delete_at(self, url: str, *, recursive: bool) -> int:
         """Release the locks rooted at ``url`` (and below it, if ``recursive``)."""
-        root = normalize_lock_root(url)
+        root = normalize_root(url)
         with self.db.write_conn() as conn:
             tokens = [lk["token"] for lk in self._select(conn, [root], root if recursive else None)]
             if tokens:
@@ -361,10 +284,7 @@ class DbLockStorage:
 
     # ---- queries ---------------------------------------------------------------------
     def _around(self, conn: Connection, root: str, *, below: bool, now: datetime) -> list[Lock]:
-        roots = lineage(root)
-        order = {r: i for i, r in enumerate(roots)}
-        locks = self._select(conn, roots, root if below else None, now)
-        return sorted(locks, key=lambda lk: order.get(lk["root"], len(order)))
+        return locks_around(conn, self.tenant_id, root, below=below, now=now)
 
     def _select(
         self,
@@ -373,30 +293,7 @@ class DbLockStorage:
         under: str | None,
         now: datetime | None = None,
     ) -> list[Lock]:
-        """Live locks of this Client rooted at one of ``roots`` or strictly below
-        ``under``. The index finds the first by ``root_hash``; the second compares a
-        prefix of ``root`` (``substr``: bytewise on both engines, whatever the collation,
-        and ``LIKE`` would need escaping of the ``%`` every quoted URL has) among the
-        Client's live locks. Both are checked again on the text itself."""
-        wanted = set(roots)
-        prefix = under.rstrip("/") + "/" if under is not None else None
-        found: list[ColumnElement[bool]] = []
-        if roots:
-            found.append(_L.root_hash.in_([root_hash(r) for r in roots]))
-        if prefix is not None:
-            found.append(func.substr(_L.root, 1, len(prefix)) == prefix)
-        rows = conn.execute(
-            select(*_COLUMNS).where(
-                _L.tenant_id == self.tenant_id,
-                _L.expires_at > (now or utcnow()),
-                or_(*found),
-            )
-        )
-        return [
-            _as_lock(row)
-            for row in rows
-            if row.root in wanted or (under is not None and is_child_uri(under, row.root))
-        ]
+        return select_locks(conn, self.tenant_id, roots, under, now)
 
     def _serialise(self, conn: Connection) -> None:
         """Make this write transaction the only one changing this Client's locks until it
@@ -436,7 +333,7 @@ class SharedLockManager(LockManager):  # type: ignore[misc]
         which checks the database again atomically)."""
         if lock_type != "write" or lock_scope not in ("shared", "exclusive"):
             raise ValueError(f"unknown lock {lock_type}/{lock_scope}")
-        url = normalize_lock_root(url)
+        url = normalize_root(url)
         hrefs = lock_conflicts(
             self.storage.around(url, below=lock_depth == "infinity"), url, lock_scope, lock_depth
         )
@@ -446,7 +343,7 @@ class SharedLockManager(LockManager):  # type: ignore[misc]
                 hrefs.append(url)
             if lock_depth == "infinity":
                 hrefs.extend(
-                    w for w, n in self._active_writes.items() if n and is_child_uri(url, w)
+                    w for w, n in self._active_writes.items() if n and is_child_url(url, w)
                 )
         finally:
             self._lock.release()
@@ -456,7 +353,7 @@ class SharedLockManager(LockManager):  # type: ignore[misc]
     def _get_write_conflicts(
         self, url: str, depth: str, token_list: list[str], principal: str
     ) -> DAVErrorCondition:
-        url = normalize_lock_root(url)
+        url = normalize_root(url)
         cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
         locks = self.storage.around(url, below=depth == "infinity")
         for href in write_conflicts(locks, url, depth, token_list, principal):
@@ -466,11 +363,11 @@ class SharedLockManager(LockManager):  # type: ignore[misc]
     def get_indirect_url_lock_list(self, url: str, *, principal: str | None = None) -> list[Lock]:
         """The live locks covering ``url`` (on it, or depth-infinity on a parent), of
         ``principal`` only if given."""
-        url = normalize_lock_root(url)
+        url = normalize_root(url)
         return [
             lock
             for lock in self.storage.around(url, below=False)
-            if _covers(lock, url) and (principal is None or principal == lock["principal"])
+            if covers(lock, url) and (principal is None or principal == lock["principal"])
         ]
 
     def remove_all_locks_from_url(self, url: str, *, recursive: bool = False) -> None:

@@ -11,6 +11,9 @@ What WsgiDAV expects and we adapt (see also docs/design/webdav.md):
   with a *pending* resource that exists only in memory until the body has been stored
   and committed, so an interrupted or refused upload leaves nothing (R-STORE-8).
 - Errors of the façade become ``DAVError`` with the same status (404, 409, 412, 507…).
+- Every write passes ``locks=DAV_CHECKED``: WsgiDAV has enforced the WebDAV locks (the
+  same rules, ``files/locks.py``) with the request's ``If`` header, and answers a
+  conflict in WebDAV's own form; the façade checks locks for every other protocol.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from allset.core.errors import AllsetError, InvalidInput, NotFound
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
 from allset.files.entries import Entry, Readable
+from allset.files.locks import DAV_CHECKED
 from allset.files.service import FileService
 from allset.files.upload import Upload, begin_upload, store_bytes
 from allset.server.dav import propfind
@@ -262,7 +266,7 @@ class _Base:
 
     def delete(self) -> None:
         with as_dav_errors():
-            self.files.delete(self.principal, self.rp)
+            self.files.delete(self.principal, self.rp, locks=DAV_CHECKED)
         # RFC 4918 §9.6.1: a DELETE destroys the locks rooted at and below the resource
         # (they are kept in the database, so they would otherwise outlive it until their
         # timeout and refuse a new file of that name).
@@ -277,7 +281,7 @@ class _Base:
     def move_recursive(self, dest_path: str) -> None:
         # WsgiDAV has already put an existing destination aside when Overwrite: T.
         with as_dav_errors():
-            self.files.move(self.principal, self.rp, to_remote(dest_path))
+            self.files.move(self.principal, self.rp, to_remote(dest_path), locks=DAV_CHECKED)
         self.remove_all_locks(recursive=True)  # RFC 4918 §9.9: locks do not move along
 
     def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
@@ -288,7 +292,7 @@ class _Base:
         dest = to_remote(dest_path)
         with as_dav_errors():
             if is_move:
-                self.files.move(self.principal, self.rp, dest)
+                self.files.move(self.principal, self.rp, dest, locks=DAV_CHECKED)
                 self.remove_all_locks(recursive=True)
                 return
             if self.entry.kind == "dir":
@@ -297,7 +301,9 @@ class _Base:
                         return
                 except NotFound:
                     pass
-            self.files.copy(self.principal, self.rp, dest, overwrite=True, recursive=False)
+            self.files.copy(
+                self.principal, self.rp, dest, overwrite=True, recursive=False, locks=DAV_CHECKED
+            )
 
 
 class Folder(_Base, DAVCollection):  # type: ignore[misc]
@@ -348,13 +354,15 @@ class Folder(_Base, DAVCollection):  # type: ignore[misc]
             return PendingFile(path, self.environ, self.provider)
         # LOCK on an unmapped URL creates an empty file (RFC 4918 §7.3).
         with as_dav_errors():
-            entry, _ = store_bytes(self.files, self.principal, to_remote(path), b"")
+            entry, _ = store_bytes(
+                self.files, self.principal, to_remote(path), b"", locks=DAV_CHECKED
+            )
         return File(path, self.environ, entry, self.provider)
 
     def create_collection(self, name: str) -> Any:
         path = self._child_path(name)
         with as_dav_errors():
-            entry = self.files.mkdir(self.principal, to_remote(path))
+            entry = self.files.mkdir(self.principal, to_remote(path), locks=DAV_CHECKED)
         return Folder(path, self.environ, entry, self.provider)
 
 
@@ -419,7 +427,9 @@ class File(_Base, DAVNonCollection):  # type: ignore[misc]
         except ValueError as exc:
             raise DAVError(HTTP_BAD_REQUEST, "Content-Length is not a number.") from exc
         with as_dav_errors():
-            self._upload = begin_upload(self.files, self.principal, self.rp, expected_size=expected)
+            self._upload = begin_upload(
+                self.files, self.principal, self.rp, expected_size=expected, locks=DAV_CHECKED
+            )
         return Writer(self._upload)
 
     def end_write(self, *, with_errors: bool) -> None:

@@ -47,7 +47,9 @@ from allset.core.errors import (
     AllsetError,
     Conflict,
     InvalidInput,
+    Locked,
     RangeNotSatisfiable,
+    ResourceLocked,
     TooManyAttempts,
 )
 from allset.core.paths import RemotePath
@@ -517,11 +519,14 @@ class LinksFront:
     ) -> Any:
         """Through ``files.upload`` as the link's creator: quota (507), verification,
         versions, events; ``if_absent`` so a name taken meanwhile is never overwritten."""
-        upload = await run_in_threadpool(
-            functools.partial(
-                begin_upload, self.files, r.acting, target, if_absent=True, expected_size=size
+        try:
+            upload = await run_in_threadpool(
+                functools.partial(
+                    begin_upload, self.files, r.acting, target, if_absent=True, expected_size=size
+                )
             )
-        )
+        except ResourceLocked as exc:
+            raise _being_edited() from exc
         try:
             if request is not None:
                 await pump_request(request, upload)
@@ -529,11 +534,24 @@ class LinksFront:
                 async for piece in pieces:
                     await run_in_threadpool(upload.write, piece)
             entry, _ = await run_in_threadpool(upload.commit)
+        except ResourceLocked as exc:
+            await run_in_threadpool(upload.abort)
+            raise _being_edited() from exc
         except BaseException:
             await run_in_threadpool(upload.abort)
             raise
         await run_in_threadpool(self.links.record_upload, r)
         return entry
+
+
+def _being_edited() -> Locked:
+    """A drop into a folder under a WebDAV lock (files/locks.py). The visitor is outside
+    the Client: the lock's holder, path and id are the Client's business (R-STORE-3), so
+    the answer says only what happened and what to do."""
+    return Locked(
+        "The folder is being edited right now (a document is open in an editor); nothing "
+        "was stored. Try again later."
+    )
 
 
 class _NeedPassword(Exception):  # control flow, not an error to report

@@ -33,7 +33,7 @@ from allset.files.batch import (
 )
 from allset.files.upload import MAX_CHUNK, commit_manifest, missing_chunks, put_chunk
 from allset.server.files_http import stored_answer
-from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.rest.deps import LOCKED, lock_proof, path_after, principal, runtime
 from allset.server.transfer import repr_digest
 
 router = APIRouter(tags=["chunks"])
@@ -241,11 +241,14 @@ async def chunk_get(request: Request, caller: Caller, digest: str) -> Response:
     )
 
 
-@router.post("/commit", status_code=201, summary="Make a file version from its chunks")
+@router.post(
+    "/commit", status_code=201, summary="Make a file version from its chunks", responses=LOCKED
+)
 async def commit(request: Request, caller: Caller, body: CommitBody) -> JSONResponse:
     """Every chunk is read back and verified and the whole is hashed: the version exists
     only if it is the announced ``sha256``. Answers like a PUT, with ``Repr-Digest``."""
     rt = runtime(request)
+    locks = lock_proof(request)
     entry, created = await run_in_threadpool(
         lambda: commit_manifest(
             rt.files,
@@ -258,6 +261,7 @@ async def commit(request: Request, caller: Caller, body: CommitBody) -> JSONResp
             mtime=body.mtime,
             if_absent=body.if_absent,
             parents=body.parents,
+            locks=locks,
         )
     )
     return stored_answer(entry, created)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from starlette.convertors import PathConvertor, register_url_convertor
@@ -9,6 +10,7 @@ from starlette.requests import Request
 
 from allset.core.paths import RemotePath, decode_utf8, parse_path
 from allset.core.principal import Principal
+from allset.files.locks import LockProof, proof_from_if
 from allset.runtime import Runtime
 from allset.server.auth import authenticate
 
@@ -21,6 +23,26 @@ def runtime(request: Request) -> Runtime:
 
 async def principal(request: Request) -> Principal:
     return await authenticate(request, runtime(request).accounts, cookie=True)
+
+
+def lock_proof(request: Request) -> LockProof:
+    """The WebDAV lock tokens the request presents in its ``If`` header (RFC 4918
+    §10.4): a lock's holder passes its own lock that way (files/locks.py)."""
+    return proof_from_if(request.headers.get("if"))
+
+
+LOCKED: dict[int | str, dict[str, Any]] = {
+    423: {
+        "description": "A live WebDAV lock covers the path (someone has the document open "
+        "in an editor): nothing was done. RFC 9457 problem+json with `path`, `lock_path`, "
+        "`lock_owner` (what the holder's editor wrote), `lock_user` (to owners, admins and "
+        "the holder), `lock_expires_at` and `lock_id`. Close the document or wait; an "
+        "owner or admin can break the lock (`DELETE /api/v1/locks/{lock_id}`). The "
+        "holder passes its own lock by sending its token: `If: (<opaquelocktoken:…>)`.",
+        "content": {"application/problem+json": {"schema": {"type": "object"}}},
+    }
+}
+"""The 423 answer, for the OpenAPI ``responses`` of every route that writes."""
 
 
 def path_after(request: Request, marker: str) -> RemotePath:

@@ -26,7 +26,7 @@ from allset.files.events import (
 from allset.files.snapshot import take_snapshot
 from allset.server.problem import problem_body
 from allset.server.rest.chunks import CommitBody
-from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.rest.deps import lock_proof, path_after, principal, runtime
 
 router = APIRouter(tags=["sync"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -106,7 +106,8 @@ class BatchCommitBody(BaseModel):
 async def commit_many(request: Request, caller: Caller, body: BatchCommitBody) -> JSONResponse:
     """One result per item, in order: ``{"status": 201|200, "path", "version", "sha256",
     "size"}`` or a problem (``status``, ``type``, ``title``, ``detail``). Items are
-    independent; each success is proven as for ``/commit`` (R-STORE-7)."""
+    independent; each success is proven as for ``/commit`` (R-STORE-7). An item under a
+    live WebDAV lock gets a 423 problem of its own (``If`` tokens apply to every item)."""
     rt = runtime(request)
     items = [
         CommitItem(
@@ -121,7 +122,7 @@ async def commit_many(request: Request, caller: Caller, body: BatchCommitBody) -
         )
         for f in body.files
     ]
-    results = await run_in_threadpool(commit_batch, rt.files, caller, items)
+    results = await run_in_threadpool(commit_batch, rt.files, caller, items, lock_proof(request))
     out: list[dict[str, Any]] = []
     for r in results:
         if isinstance(r, tuple):

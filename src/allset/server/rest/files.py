@@ -3,6 +3,7 @@ and a folder as a zip (GET /zip)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from allset.core.errors import Conflict
 from allset.core.principal import Principal
 from allset.server.files_http import receive_file, send_file, stored_answer
-from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.rest.deps import LOCKED, lock_proof, path_after, principal, runtime
 from allset.server.zipstream import zip_folder, zip_headers
 
 router = APIRouter(tags=["files"])
@@ -38,23 +39,42 @@ async def get_file(request: Request, caller: Caller, version: str | None = None)
 
 
 @router.put(
-    "/files/{path:path}", status_code=201, summary="Upload a file", openapi_extra=_BINARY_BODY
+    "/files/{path:path}",
+    status_code=201,
+    summary="Upload a file",
+    openapi_extra=_BINARY_BODY,
+    responses=LOCKED,
 )
 async def put_file(request: Request, caller: Caller) -> Response:
     """Streams the body (any size, constant memory). Conditional with If-Match /
     If-None-Match: *; optional Repr-Digest/Content-Digest sha-256 is verified; the
     modification time comes from X-Allset-Mtime (epoch seconds or ISO 8601).
-    Answers 201 with size, sha256 and version, and the stored digest in Repr-Digest."""
+    Answers 201 with size, sha256 and version, and the stored digest in Repr-Digest.
+    423 if a live WebDAV lock covers the path (its holder passes with ``If``)."""
     rt = runtime(request)
     entry, created = await receive_file(request, rt.files, caller, path_after(request, PREFIX))
     return stored_answer(entry, created)
 
 
-@router.delete("/files/{path:path}", status_code=204, summary="Move a file or folder to the trash")
+@router.delete(
+    "/files/{path:path}",
+    status_code=204,
+    summary="Move a file or folder to the trash",
+    responses=LOCKED,
+)
 async def delete_file(request: Request, caller: Caller) -> Response:
+    """423 if a live WebDAV lock covers the path, or for a folder any lock below it."""
     rt = runtime(request)
     path = path_after(request, PREFIX)
-    await run_in_threadpool(rt.files.delete, caller, path, request.headers.get("if-match"))
+    await run_in_threadpool(
+        functools.partial(
+            rt.files.delete,
+            caller,
+            path,
+            request.headers.get("if-match"),
+            locks=lock_proof(request),
+        )
+    )
     return Response(status_code=204)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from allset.core.paths import parse_path
 from allset.core.principal import Principal
 from allset.files.maintenance import purge_trash
-from allset.server.rest.deps import path_after, principal, runtime
+from allset.server.rest.deps import LOCKED, lock_proof, path_after, principal, runtime
 
 router = APIRouter(tags=["tree"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -54,27 +55,52 @@ async def get_tree(
     return JSONResponse(body, headers={"ETag": entry.etag})
 
 
-@router.post("/mkdir", status_code=201, summary="Create a folder")
+@router.post("/mkdir", status_code=201, summary="Create a folder", responses=LOCKED)
 async def mkdir(request: Request, caller: Caller, body: PathBody) -> JSONResponse:
     rt = runtime(request)
-    entry = await run_in_threadpool(rt.files.mkdir, caller, parse_path(body.path), body.parents)
+    entry = await run_in_threadpool(
+        functools.partial(
+            rt.files.mkdir, caller, parse_path(body.path), body.parents, locks=lock_proof(request)
+        )
+    )
     return JSONResponse(entry.to_json(), status_code=201)
 
 
-@router.post("/move", summary="Move or rename a file or folder")
+@router.post("/move", summary="Move or rename a file or folder", responses=LOCKED)
 async def move(request: Request, caller: Caller, body: TransferBody) -> JSONResponse:
+    """423 if a live WebDAV lock covers the source (or is below it) or the destination."""
     rt = runtime(request)
     entry, replaced = await run_in_threadpool(
-        rt.files.move, caller, parse_path(body.source), parse_path(body.destination), body.overwrite
+        functools.partial(
+            rt.files.move,
+            caller,
+            parse_path(body.source),
+            parse_path(body.destination),
+            body.overwrite,
+            locks=lock_proof(request),
+        )
     )
     return JSONResponse({**entry.to_json(), "replaced": replaced})
 
 
-@router.post("/copy", status_code=201, summary="Copy a file or folder (no bytes are duplicated)")
+@router.post(
+    "/copy",
+    status_code=201,
+    summary="Copy a file or folder (no bytes are duplicated)",
+    responses=LOCKED,
+)
 async def copy(request: Request, caller: Caller, body: TransferBody) -> JSONResponse:
+    """423 if a live WebDAV lock covers the destination (reading the source is free)."""
     rt = runtime(request)
     entry, replaced = await run_in_threadpool(
-        rt.files.copy, caller, parse_path(body.source), parse_path(body.destination), body.overwrite
+        functools.partial(
+            rt.files.copy,
+            caller,
+            parse_path(body.source),
+            parse_path(body.destination),
+            body.overwrite,
+            locks=lock_proof(request),
+        )
     )
     return JSONResponse({**entry.to_json(), "replaced": replaced}, status_code=201)
 
@@ -86,11 +112,19 @@ async def versions(request: Request, caller: Caller) -> JSONResponse:
     return JSONResponse({"versions": await run_in_threadpool(rt.files.versions, caller, path)})
 
 
-@router.post("/versions/{path:path}", summary="Restore a version (creates a new current version)")
+@router.post(
+    "/versions/{path:path}",
+    summary="Restore a version (creates a new current version)",
+    responses=LOCKED,
+)
 async def restore_version(request: Request, caller: Caller, body: RestoreBody) -> JSONResponse:
     rt = runtime(request)
     path = path_after(request, "/api/v1/versions")
-    entry = await run_in_threadpool(rt.files.restore_version, caller, path, body.version)
+    entry = await run_in_threadpool(
+        functools.partial(
+            rt.files.restore_version, caller, path, body.version, locks=lock_proof(request)
+        )
+    )
     return JSONResponse(entry.to_json())
 
 
@@ -100,10 +134,14 @@ async def trash(request: Request, caller: Caller) -> JSONResponse:
     return JSONResponse({"items": await run_in_threadpool(rt.files.trash_list, caller)})
 
 
-@router.post("/trash/{item_id}/restore", summary="Put a trashed item back where it was")
+@router.post(
+    "/trash/{item_id}/restore", summary="Put a trashed item back where it was", responses=LOCKED
+)
 async def trash_restore(request: Request, caller: Caller, item_id: str) -> JSONResponse:
     rt = runtime(request)
-    entry = await run_in_threadpool(rt.files.trash_restore, caller, item_id)
+    entry = await run_in_threadpool(
+        functools.partial(rt.files.trash_restore, caller, item_id, locks=lock_proof(request))
+    )
     return JSONResponse(entry.to_json())
 
 

@@ -34,6 +34,7 @@ from allset.core.errors import (
     InvalidInput,
     NotFound,
     QuotaExceeded,
+    ResourceLocked,
 )
 from allset.core.paths import RemotePath, parse_path
 from allset.core.principal import Principal
@@ -203,6 +204,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The folder {folder} does not exist; create it first.",
     ),
     "err.conflict": ("Impossible : {detail}", "Not possible: {detail}"),
+    "err.locked": (
+        "{path} est verrouillé par {holder} jusqu'au {until} UTC : le document est ouvert "
+        "dans un éditeur (Word, LibreOffice…). Fermez le document ou attendez ; un "
+        "propriétaire ou un administrateur peut lever le verrou (Administration → Verrous "
+        "WebDAV).",
+        "{path} is locked by {holder} until {until} UTC: the document is open in an editor "
+        "(Word, LibreOffice…). Close the document or wait; an owner or admin can break the "
+        "lock (Admin → WebDAV locks).",
+    ),
+    "lock.someone": ("un éditeur WebDAV", "a WebDAV editor"),
     "err.other": ("L'opération a échoué : {detail}", "That did not work: {detail}"),
 }
 register(MESSAGES)
@@ -222,6 +233,8 @@ SCRIPT_WORDS = (
     "err.forbidden",
     "err.notfound",
     "err.other",
+    "err.locked",
+    "lock.someone",
     "unit.s",
     "unit.min",
     "unit.h",
@@ -263,11 +276,25 @@ def plain_error(ctx: Ctx, exc: AllsetError) -> str:
         return ctx.t("err.forbidden")
     if isinstance(exc, InvalidInput):
         return ctx.t("err.name", detail=exc.detail)
+    if isinstance(exc, ResourceLocked):  # R-SHARE-1: a document open in an editor
+        return locked_message(ctx, exc)
     if isinstance(exc, Conflict) and exc.extra.get("missing"):
         return ctx.t("err.nofolder", folder=str(exc.extra["missing"]))
     if isinstance(exc, Conflict):
         return ctx.t("err.conflict", detail=exc.detail)
     return ctx.t("err.other", detail=exc.detail)
+
+
+def locked_message(ctx: Ctx, exc: ResourceLocked) -> str:
+    """The 423 of a WebDAV lock in the reader's language: which path, who holds it,
+    until when, and what to do (the same members as the API's problem+json)."""
+    x = exc.extra
+    return ctx.t(
+        "err.locked",
+        path=x.get("lock_path") or x.get("path") or "",
+        holder=x.get("lock_owner") or x.get("lock_user") or ctx.t("lock.someone"),
+        until=_when(str(x.get("lock_expires_at") or "")),
+    )
 
 
 def _back(fields: dict[str, str], default: str) -> str:

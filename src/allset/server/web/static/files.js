@@ -88,6 +88,15 @@
   }
 
   // ---- errors in plain words ---------------------------------------------------------
+  function isLockedBody(body) {
+    return typeof body.type === "string" && body.type.endsWith("/resource-locked");
+  }
+
+  function bodyOf(err) {
+    const res = err && err.originalResponse;
+    try { return JSON.parse(res ? res.getBody() : "{}") || {}; } catch (_) { return {}; }
+  }
+
   function reason(err) {
     const res = err && err.originalResponse;
     const status = res ? res.getStatus() : 0;
@@ -95,6 +104,14 @@
     try { body = JSON.parse(res ? res.getBody() : "{}") || {}; } catch (_) { body = {}; }
     if (status === 507) {
       return t("err.quota", { used: size(body.used_bytes || 0), quota: size(body.quota_bytes || 0) });
+    }
+    if (status === 423 && isLockedBody(body)) {
+      // A WebDAV lock: someone has the document open in an editor (files/locks.py).
+      return t("err.locked", {
+        path: body.lock_path || body.path || "",
+        holder: body.lock_owner || body.lock_user || t("lock.someone"),
+        until: String(body.lock_expires_at || "").slice(0, 16).replace("T", " "),
+      });
     }
     if (status === 403) return t("err.forbidden");
     if (status === 404) return t("err.notfound");
@@ -138,6 +155,9 @@
       removeFingerprintOnSuccess: true,
       onShouldRetry: (err) => {
         const status = err.originalResponse ? err.originalResponse.getStatus() : 0;
+        // A 423 is retried when another request holds the upload (tus), not when a
+        // document is locked by an editor: that lasts, and the user must be told.
+        if (status === 423 && isLockedBody(bodyOf(err))) return false;
         const retry = status === 0 || status >= 500 || status === 409 || status === 423 || status === 429;
         if (retry && status !== 507) job.status.textContent = t("upload.retrying");
         return retry && status !== 507;
