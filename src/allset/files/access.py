@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 NONE, NAV, READ, WRITE = 0, 1, 2, 3
 ACCESS_LEVELS = {"read": READ, "write": WRITE}
-MANAGERS = ("owner", "admin")
 GRANTS = sql._table(FolderGrant)
 
 
@@ -182,7 +181,7 @@ def node_paths(
 def load_view(conn: Connection, p: Principal) -> AccessView:
     """The caller's view: FULL for owners and admins (no query), else their grants with
     the folders' current paths (one query)."""
-    if p.role in MANAGERS:
+    if p.is_manager:
         return FULL
     rows = conn.execute(
         select(GRANTS.c.node_id, GRANTS.c.access).where(
@@ -207,7 +206,7 @@ def require_manager(p: Principal) -> None:
     """Only owners and admins manage the Client's users and their access (R-SHARE-1)."""
     if p.is_operator:
         raise NotFound("Not found.")
-    if p.role not in MANAGERS:
+    if not p.is_manager:
         raise Forbidden("Only an owner or an admin of your Client can do this.")
 
 
@@ -363,7 +362,7 @@ def drop_node_grants(conn: Connection, tenant_id: str, node_id: str) -> None:
 def check_some_write(svc: FileService, p: Principal) -> None:
     """``need_some_write`` for callers without a connection (chunk uploads); free for
     owners and admins."""
-    if p.role in MANAGERS:
+    if p.is_manager:
         return
     with svc.db.read_conn() as c:
         need_some_write(load_view(c, p))

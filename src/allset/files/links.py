@@ -274,7 +274,7 @@ class LinkService:
     def _visible(self, p: Principal) -> Any:
         """Owners and admins see all of their Client's links, members their own."""
         cond = Link.tenant_id == p.tenant_id
-        if p.role not in ("owner", "admin"):
+        if not p.is_manager:
             cond = cond & (Link.created_by == p.id)
         return cond
 

@@ -52,7 +52,6 @@ from allset.core.principal import Principal
 from allset.db.engine import Database
 from allset.db.models import DavLock, Tenant, utcnow
 from allset.db.prepared import Prepared
-from allset.files.access import MANAGERS
 from allset.files.sql import record_event
 
 Lock = dict[str, Any]
@@ -365,7 +364,7 @@ def locked_error(p: Principal, path: RemotePath, lock: Lock, url: str) -> Resour
     ``path`` the lock was found under."""
     locked_path = unicodedata.normalize("NFC", unquote(lock["root"])) or "/"
     owner = _owner_text(lock["owner"])
-    user = lock["principal"] if (p.role in MANAGERS or p.email == lock["principal"]) else None
+    user = lock["principal"] if (p.is_manager or p.email == lock["principal"]) else None
     holder = owner or user or "a WebDAV client"
     until = datetime.fromtimestamp(lock["expire"], UTC)
     if locked_path == str(path):
@@ -439,7 +438,7 @@ def _visible(p: Principal) -> ColumnElement[bool]:
     if p.is_operator or not p.tenant_id:
         return false()
     mine = _L.tenant_id == p.tenant_id
-    return mine if p.role in MANAGERS else and_(mine, _L.principal == p.email)
+    return mine if p.is_manager else and_(mine, _L.principal == p.email)
 
 
 def client_locks(db: Database, p: Principal) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ async def me(request: Request, caller: Caller) -> JSONResponse:
         # R-SHARE-1: what this user may reach ("all" for owners and admins).
         body["access"] = (
             "all"
-            if caller.role in access.MANAGERS
+            if caller.is_manager
             else await run_in_threadpool(access.grants_of, rt.files, caller, caller.id)
         )
     return JSONResponse(body)

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from allset.server.web.app import Ctx, WebFront
 
 log = logging.getLogger("allset.web.admin")
-MANAGERS = ("owner", "admin")
 
 register(
     {
@@ -232,7 +231,7 @@ def routes(front: WebFront) -> list[BaseRoute]:
         if away is not None:
             return ctx, away
         p = ctx.principal
-        if p is None or p.is_operator or p.role not in MANAGERS:
+        if p is None or not p.is_manager:
             return ctx, not_found(ctx)
         return ctx, None
 

@@ -109,7 +109,7 @@ def routes(front: WebFront) -> list[BaseRoute]:
         p = ctx.principal
         if p.is_operator:
             return RedirectResponse("/operator", status_code=303)
-        if p.role not in ("owner", "admin"):
+        if not p.is_manager:
             return front.render(ctx, "error.html", 403, message=ctx.t("usage.forbidden"))
         view = await usage_view(ctx, front.runtime, p.tenant_id, period(request))
         return front.render(ctx, "usage.html", here="/usage", **view)
