@@ -352,6 +352,31 @@ def test_a_name_locked_in_nfd_is_found_from_its_nfc_name(world: World) -> None:
     assert ok.status_code == 201, ok.text
 
 
+def test_webdav_clients_spelling_a_name_differently_share_its_lock(world: World) -> None:
+    """A Mac (NFD) locks a document; a Windows client (NFC) writing it through WebDAV is
+    refused like anyone, and the holder unlocks under either spelling (the provider's
+    ``get_ref_url``: locks are keyed by the stored, NFC path)."""
+    w = world
+    nfc = "/team/Données été.xlsx"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfd != nfc
+    assert w.c.put(f"/api/v1/files{quote(nfc)}", content=b"v1", auth=w.owner).status_code == 201
+    token = dav_lock(w.c, quote(nfd), w.owner)
+    for spelling in (nfc, nfd):
+        assert w.c.put("/dav" + quote(spelling), content=b"x", auth=w.member).status_code == 423
+        assert w.c.delete("/dav" + quote(spelling), auth=w.member).status_code == 423
+        other = w.c.request(
+            "LOCK", "/dav" + quote(spelling), auth=w.member, content=lockinfo("Bob")
+        )
+        assert other.status_code == 423, other.text
+    assert w.c.get(f"/api/v1/files{quote(nfc)}", auth=w.owner).content == b"v1"
+    mine = w.c.put("/dav" + quote(nfd), content=b"v2", auth=w.owner, headers=with_token(token))
+    assert mine.status_code in (200, 204), mine.text
+    dav_unlock(w.c, quote(nfc), w.owner, token)  # taken as NFD, released as NFC
+    assert w.c.put("/dav" + quote(nfc), content=b"v3", auth=w.member).status_code in (200, 204)
+    assert w.c.get(f"/api/v1/files{quote(nfc)}", auth=w.owner).content == b"v3"
+
+
 def test_no_lock_is_granted_between_the_check_and_the_commit(
     runtime: Runtime, alice: Account
 ) -> None:

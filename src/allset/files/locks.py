@@ -339,9 +339,10 @@ def check_write(
 
 def spellings(path: RemotePath) -> list[str]:
     """The lock roots ``path`` may have been locked under. Names are stored NFC
-    (core/paths.py), but WsgiDAV keeps a lock's root as the client spelled the URL, and
-    macOS sends NFD: a document Finder or a Mac editor locked would otherwise not be
-    found from the API's NFC path."""
+    (core/paths.py), and so are the roots of locks taken since the WebDAV provider keys
+    them by the stored path (``server/dav/provider.py``, ``get_ref_url``); before that,
+    WsgiDAV kept a root as the client spelled it, and macOS sends NFD. Such a lock lives
+    until its timeout (four weeks at most), so both spellings are still looked for."""
     nfc = root_of(path)
     nfd = root_of(RemotePath(tuple(unicodedata.normalize("NFD", n) for n in path.parts)))
     return [nfc] if nfd == nfc else [nfc, nfd]

@@ -22,6 +22,7 @@ import collections
 import concurrent.futures
 import contextlib
 import mimetypes
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
@@ -238,6 +239,17 @@ class _Base:
         self.principal = principal_of(self.environ)
         self.files = self.provider.files
         self.rp = to_remote(self.path)
+
+    def get_ref_url(self) -> str:
+        """The key WsgiDAV keeps and checks locks under: the path as it is stored, NFC
+        (core/paths.py), not as this request spelled it. macOS sends names decomposed
+        (NFD), Windows composed: without this, a spreadsheet a Mac user has open as
+        "Données.xlsx" would not be locked for a colleague saving "Données.xlsx" from
+        Windows — the same file, overwritten under its editor. WsgiDAV's documented
+        hook for several URLs naming one resource (``DAVResource.get_ref_url``)."""
+        return quote(
+            self.provider.share_path + unicodedata.normalize("NFC", self.get_preferred_path())
+        )
 
     def get_creation_date(self) -> float:
         return self.entry.created_at.timestamp()
