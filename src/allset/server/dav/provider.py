@@ -233,6 +233,7 @@ class _Base:
     environ: dict[str, Any]
     path: str
     remove_all_locks: Callable[..., None]  # WsgiDAV's DAVResource's (declared, not shadowed)
+    get_preferred_path: Callable[[], str]  # likewise
 
     def _init(self, entry: Entry) -> None:
         self.entry = entry
