@@ -103,6 +103,14 @@ def test_operator_commands(server: ServerProcess) -> None:
     shown = server.cli_json("tenant", "show", "acme")
     assert shown["users"] == 1 and shown["phones"] == ["+33 1 23 45 67 89"]
     assert [x["name"] for x in server.cli_json("tenant", "list")] == ["acme"]
+    server.cli("tenant", "create", "bureau", "--company", "Études Martin")
+    found = server.cli_json("tenant", "list", "--search", "ÉTUDES")  # the console's search
+    assert [x["name"] for x in found] == ["bureau"]
+    by_mail = server.cli_json("tenant", "list", "--search", "IT@acme.FR")  # contact email
+    assert [x["name"] for x in by_mail] == ["acme"]
+    assert [x["name"] for x in server.cli_json("tenant", "list", "--search", "ACME")] == ["acme"]
+    none = server.cli("tenant", "list", "--search", "nobody")
+    assert none.stdout.strip() == "No Client matches 'nobody'."
     limited = server.cli_json("tenant", "limit", "acme", "--bandwidth", "20Mbit")
     assert limited["bandwidth_up"] == 2_500_000
     with server.client(auth=("ceo@acme.fr", token)) as c:

@@ -391,16 +391,22 @@ def tenant_create(
 
 @tenant.command("list")
 @_data_option
+@click.option(
+    "--search",
+    default="",
+    help="Only Clients whose name, company, contact or email contains this (any case).",
+)
 @click.pass_context
 @friendly
-def tenant_list(ctx: click.Context) -> None:
+def tenant_list(ctx: click.Context, search: str) -> None:
     """List Clients with their usage."""
     rt = _runtime(ctx)
-    _out(
-        ctx,
-        rt.accounts.list_tenants(),
-        lambda ts: "\n".join(_tenant_line(t) for t in ts) or "No Clients yet.",
-    )
+    if search.strip():  # the console's search (accounts.find_tenants), every match
+        tenants, _ = rt.accounts.find_tenants(search, 0, 1 << 62)
+        empty = f"No Client matches {search.strip()!r}."
+    else:
+        tenants, empty = rt.accounts.list_tenants(), "No Clients yet."
+    _out(ctx, tenants, lambda ts: "\n".join(_tenant_line(t) for t in ts) or empty)
 
 
 @tenant.command("show")
