@@ -280,6 +280,16 @@ _LIVE_LOCKS = Prepared(
 _ANY_LIVE_LOCK = exists().where(
     _L.tenant_id == bindparam("tenant_id"), _L.expires_at > bindparam("now")
 )
+_ANY_LIVE = Prepared(select(_ANY_LIVE_LOCK))
+
+
+def has_live_locks(db: Database, tenant_id: str) -> bool:
+    """Whether the Client holds any unexpired lock: one indexed probe, run before each
+    WebDAV PUT that could bypass WsgiDAV (``server/dav/app.py``, ``DavFront._native``)."""
+    with db.read_conn() as conn:
+        return bool(_ANY_LIVE.run(conn, {"tenant_id": tenant_id, "now": utcnow()}).scalar())
+
+
 # SQLite: the write transaction holds the database's write lock (BEGIN IMMEDIATE), so no
 # LOCK can be granted between the check and the commit. PostgreSQL: this probe takes the
 # Client's row FOR KEY SHARE, which waits for a LOCK being granted (it holds that row FOR

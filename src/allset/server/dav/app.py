@@ -31,9 +31,10 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from allset.core.errors import AllsetError, MethodNotAllowed, NotFound
 from allset.core.paths import RemotePath, decode_utf8, parse_path
 from allset.core.principal import Principal
+from allset.files.locks import has_live_locks
 from allset.runtime import Runtime
 from allset.server.auth import authenticate
-from allset.server.dav.locks import DbLockStorage, SharedLockManager, has_live_locks
+from allset.server.dav.locks import DbLockStorage, SharedLockManager
 from allset.server.dav.props import DeadProperties
 from allset.server.dav.provider import AllsetProvider, is_apple_metadata
 from allset.server.files_http import receive_file, send_file

@@ -56,7 +56,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
-    bindparam,
     delete,
     insert,
     select,
@@ -75,12 +74,12 @@ from wsgidav.lock_man.lock_storage import LockStorageDict
 
 from allset.db.engine import Database
 from allset.db.models import DavLock, Tenant, utcnow
-from allset.db.prepared import Prepared
 from allset.files.locks import LOCK_COLUMNS as _COLUMNS
 from allset.files.locks import (
     Lock,
     as_lock,
     covers,
+    has_live_locks,
     is_child_url,
     lock_conflicts,
     locks_around,
@@ -91,11 +90,6 @@ from allset.files.locks import (
 )
 
 _L = DavLock.__table__.c
-_ANY_LIVE = Prepared(
-    select(_L.token)
-    .where(_L.tenant_id == bindparam("tenant_id"), _L.expires_at > bindparam("now"))
-    .limit(1)
-)
 
 
 def _locked(hrefs: list[str]) -> DAVError:
@@ -115,13 +109,6 @@ def _granted_seconds(timeout: float | None) -> int:
     if seconds <= 0 or seconds > longest:
         return longest
     return max(1, int(seconds))
-
-
-def has_live_locks(db: Database, tenant_id: str) -> bool:
-    """Whether the Client holds any unexpired lock: one indexed probe, run before each
-    WebDAV PUT that could bypass WsgiDAV (``app.DavFront._native``)."""
-    with db.read_conn() as conn:
-        return _ANY_LIVE.run(conn, {"tenant_id": tenant_id, "now": utcnow()}).first() is not None
 
 
 class DbLockStorage:
